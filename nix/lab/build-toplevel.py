@@ -1,0 +1,40 @@
+"""Builder of a lab toplevel (STAND-IN for NixOS's system.build.toplevel).
+
+Runs inside `nix build` with the derivation's attributes in the environment.
+"""
+
+import json
+import os
+from pathlib import Path
+
+out = Path(os.environ["out"])
+(out / "etc" / "systemd" / "system").mkdir(parents=True)
+(out / "bin").mkdir()
+(out / "sw" / "bin").mkdir(parents=True)
+(out / "specialisation").mkdir()
+
+(out / "nixos-version").write_text(os.environ["nixosVersion"])
+(out / "kernel-version").write_text(os.environ["kernelVersion"])
+(out / "host.json").write_text(os.environ["hostData"])
+for link in ("kernel", "kernel-modules", "initrd"):
+    os.symlink(os.environ[link.replace("-m", "M")], out / link)
+
+for name, unit in sorted(json.loads(os.environ["units"]).items()):
+    kind = unit.get("type", "simple")
+    (out / "etc" / "systemd" / "system" / f"{name}.service").write_text(
+        "[Unit]\n"
+        f"Description={unit.get('description', name)}\n"
+        "\n[Service]\n"
+        f"Type={kind}\n"
+        f"ExecStart={unit['execStart']}\n"
+        + ("RemainAfterExit=yes\n" if kind == "oneshot" else
+           f"Restart={unit.get('restart', 'on-failure')}\n")
+    )
+
+switch = out / "bin" / "switch-to-configuration"
+switch.write_text(
+    "#!/bin/sh\n"
+    "# STAND-IN: the lab's switch-to-configuration (see /usr/lib/nixfleet-lab).\n"
+    f'exec /usr/bin/python3 /usr/lib/nixfleet-lab/switch_to_configuration.py {out} "$@"\n'
+)
+switch.chmod(0o555)

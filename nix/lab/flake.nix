@@ -1,0 +1,36 @@
+# The lab flake: each lab host's toplevel, built from the same nix/hosts/<host>.json data the
+# real flake (nix/flake.nix) reads, but without nixpkgs, which cannot be fetched here.
+# STAND-IN: the toplevel has NixOS's shape (nixos-version, kernel, kernel-modules, initrd,
+# etc/systemd/system, bin/switch-to-configuration) and is activated by the lab's
+# switch-to-configuration, which installs and starts the units for real.
+#
+# On a lab host this directory is /etc/nixos, with hosts/*.json and lab.json beside it.
+{
+  description = "nixfleet lab hosts (stand-in NixOS toplevels, no nixpkgs)";
+
+  outputs = { self }:
+    let
+      lab = builtins.fromJSON (builtins.readFile ./lab.json);
+      jsonFiles = builtins.filter (f: builtins.match ".*\\.json" f != null)
+        (builtins.attrNames (builtins.readDir ./hosts));
+      hostNames = builtins.filter (f: builtins.match ".*\\.extra-units" f == null)
+        (map (f: builtins.head (builtins.match "(.*)\\.json" f)) jsonFiles);
+      readJSON = path: builtins.fromJSON (builtins.readFile path);
+      mkHost = name:
+        let
+          extraFile = ./hosts + "/${name}.extra-units.json";
+          toplevel = import ./toplevel.nix {
+            inherit name;
+            inherit (lab) system;
+            data = readJSON (./hosts + "/${name}.json");
+            # Lab-only fault injection: units that tests add to one host's generation.
+            extraUnits = if builtins.pathExists extraFile then readJSON extraFile else { };
+          };
+        in
+        { config.system.build.toplevel = toplevel; };
+    in
+    {
+      nixosConfigurations = builtins.listToAttrs
+        (map (name: { inherit name; value = mkHost name; }) hostNames);
+    };
+}

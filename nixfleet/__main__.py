@@ -1,0 +1,3 @@
+from nixfleet.cli import main
+
+raise SystemExit(main())

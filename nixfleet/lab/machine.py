@@ -1,0 +1,504 @@
+"""Bringing lab hosts up and down: overlays, keys, the bridge, one supervisor per host.
+
+Layout under the lab's state directory (default /var/lib/nixfleet-lab):
+    id_ed25519, known_hosts      the deployer's key and the hosts' keys it trusts
+    layers/files-<hash>/         nixfleet's lab files (stand-ins, stage 2), a read-only layer
+    hosts/<name>/upper           everything the host wrote (its /nix store, generations, ...)
+    hosts/<name>/merged          the host's root: upper over layers over the cached rootfs
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nixfleet.errors import NixfleetError
+from nixfleet.files import write_atomic
+from nixfleet.flake import lab_flake_files
+from nixfleet.inventory import Fleet
+from nixfleet.lab import rootfs
+from nixfleet.lab.config import BRIDGE, GATEWAY, LabPaths, host_address, veth_name
+from nixfleet.lab.supervise import CGROUP_ROOTS, cgroup_name
+from nixfleet.model import Host
+
+HERE = Path(__file__).resolve().parent
+# Version strings the nvidia-smi stand-in reports for each driver branch of group data.
+NVIDIA_DRIVER_VERSIONS = {"stable": "565.77", "production": "550.144.03", "beta": "570.86.16",
+                          "latest": "570.86.16", "legacy_470": "470.256.02"}
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 20.0
+REQUIRED_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
+                  "ssh-keygen": "openssh-client", "ssh": "openssh-client", "ip": "iproute2",
+                  "nsenter": "util-linux"}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    index: int
+    model: Host
+    paths: LabPaths
+
+    @property
+    def dir(self) -> Path:
+        return self.paths.host_dir(self.name)
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    @property
+    def merged(self) -> Path:
+        return self.dir / "merged"
+
+    @property
+    def supervisor_pid_file(self) -> Path:
+        return self.dir / "supervisor.pid"
+
+    @property
+    def nspawn_pid_file(self) -> Path:
+        return self.dir / "nspawn.pid"
+
+    @property
+    def address(self) -> str:
+        return host_address(self.index)
+
+    @property
+    def veth(self) -> str:
+        return veth_name(self.index)
+
+
+# --- small process helpers ------------------------------------------------------------------
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None, needle: str) -> bool:
+    """The pid runs and its command line mentions `needle` (no stale-pid confusion)."""
+    if pid is None:
+        return False
+    try:
+        return needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+
+
+def _run(argv: list[str], check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    if check and result.returncode != 0:
+        raise NixfleetError(f"{' '.join(argv[:3])} failed: {result.stderr.strip()[:200]}")
+    return result
+
+
+def _mounted(path: Path) -> bool:
+    return any(line.split()[4] == str(path)
+               for line in Path("/proc/self/mountinfo").read_text().splitlines())
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+class Lab:
+    """The lab hosts of one fleet (the inventory under NIXFLEET_TARGET=lab)."""
+
+    def __init__(self, fleet: Fleet, paths: LabPaths, root: Path, progress: Progress = print):
+        self.fleet = fleet
+        self.paths = paths
+        self.root = root
+        self.progress = progress
+        self.hosts = [LabHost(name, i, host, paths) for i, (name, host)
+                      in enumerate(fleet.hosts.items())]
+
+    def host(self, name: str) -> LabHost:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise NixfleetError(f"unknown lab host {name!r} (hosts: "
+                            f"{', '.join(h.name for h in self.hosts)})")
+
+    # --- up ------------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise NixfleetError("the lab needs root (systemd-nspawn, mounts, a bridge)")
+        missing = sorted({pkg for tool, pkg in REQUIRED_TOOLS.items() if not shutil.which(tool)})
+        if missing:
+            raise NixfleetError(f"missing packages for the lab: {', '.join(missing)} "
+                                "(scripts/setup installs them)")
+
+    def up(self) -> None:
+        self.preflight()
+        started = time.monotonic()
+        self.paths.state.mkdir(parents=True, exist_ok=True)
+        self._remove_hosts_not_in_fleet()
+        todo = [h for h in self.hosts if not self.running(h)]
+        if not todo:
+            self.progress(f"lab: all {len(self.hosts)} hosts already running")
+            return
+        self.progress("lab: preparing the Debian rootfs (built once, then cached)")
+        base = rootfs.ensure_rootfs(self.paths.cache, self.paths.cache / "build.log")
+        layer = self._files_layer()
+        self._ensure_key()
+        self._ensure_bridge()
+        for host in todo:
+            self._prepare(host)
+        self._write_known_hosts()
+        for host in todo:
+            self._start(host, [layer, base])
+        with ThreadPoolExecutor(max_workers=len(todo)) as pool:
+            states = list(pool.map(self._wait_ready, todo))
+        for host, state in zip(todo, states, strict=True):
+            self.progress(f"lab: {host.name} {state} at {host.address}")
+        self.progress(f"lab: {len(todo)} host(s) up in {time.monotonic() - started:.1f} s")
+
+    def _files_layer(self) -> Path:
+        """nixfleet's own lab files as a read-only layer, content-addressed."""
+        files: dict[str, tuple[bytes, int]] = {
+            "usr/lib/nixfleet-lab/switch_to_configuration.py":
+                ((HERE / "files" / "switch_to_configuration.py").read_bytes(), 0o755),
+            "usr/local/sbin/nixos-rebuild": ((HERE / "files" / "nixos-rebuild").read_bytes(),
+                                             0o755),
+            "usr/local/bin/nixos-version": ((HERE / "files" / "nixos-version").read_bytes(),
+                                            0o755),
+            "etc/systemd/system/nixos-lab-stage2.service":
+                ((HERE / "files" / "nixos-lab-stage2.service").read_bytes(), 0o644),
+        }
+        for tool in sorted((HERE / "standins").glob("*")):
+            if tool.is_file() and not tool.name.startswith(("_", ".")):
+                files[f"usr/lib/nixfleet-lab/standins/{tool.name}"] = (tool.read_bytes(), 0o755)
+        digest = hashlib.sha256(json.dumps(
+            {k: [v.hex(), m] for k, (v, m) in sorted(files.items())}).encode()).hexdigest()[:16]
+        layer = self.paths.state / "layers" / f"files-{digest}"
+        if layer.is_dir():
+            return layer
+        building = layer.with_name(layer.name + ".building")
+        shutil.rmtree(building, ignore_errors=True)
+        for rel, (content, mode) in files.items():
+            path = building / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            path.chmod(mode)
+        wants = building / "etc/systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True)
+        (wants / "nixos-lab-stage2.service").symlink_to("../nixos-lab-stage2.service")
+        building.rename(layer)
+        return layer
+
+    def _ensure_key(self) -> None:
+        if not self.paths.key.is_file():
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "nixfleet-lab-deployer",
+                  "-f", str(self.paths.key)])
+
+    def _ensure_bridge(self) -> None:
+        if not Path(f"/sys/class/net/{BRIDGE}").exists():
+            _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+            _run(["ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE])
+        _run(["ip", "link", "set", BRIDGE, "up"])
+
+    def _prepare(self, host: LabHost) -> None:
+        """First boot only: the host's own files in its upper dir. An interrupted preparation
+        (no marker) is wiped and redone."""
+        marker = host.dir / "prepared"
+        if marker.is_file():
+            return
+        self._unmount(host)
+        shutil.rmtree(host.dir, ignore_errors=True)
+        upper = host.upper
+        for sub in ("upper", "work", "merged"):
+            (host.dir / sub).mkdir(parents=True, exist_ok=True)
+        etc = upper / "etc"
+        (etc / "systemd" / "network").mkdir(parents=True)
+        (etc / "hostname").write_text(f"{host.name}\n")
+        peers = "".join(f"{h.address} {h.name}\n" for h in self.hosts)
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {host.name}\n{peers}")
+        (etc / "systemd" / "network" / "80-lab.network").write_text(
+            f"[Match]\nName=eth0\n\n[Network]\nAddress={host.address}/24\n")
+        ssh_dir = upper / "root" / ".ssh"
+        ssh_dir.mkdir(parents=True, mode=0o700)
+        authorized = ssh_dir / "authorized_keys"
+        authorized.write_text(Path(f"{self.paths.key}.pub").read_text())
+        authorized.chmod(0o600)
+        (etc / "ssh").mkdir()
+        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}",
+              "-f", str(etc / "ssh" / "ssh_host_ed25519_key")])
+        (etc / "nixfleet-lab").mkdir()
+        (etc / "nixfleet-lab" / "hardware.json").write_text(
+            json.dumps(hardware_description(host.model), indent=2) + "\n")
+        bin_dir = upper / "usr" / "local" / "bin"
+        bin_dir.mkdir(parents=True)
+        for tool in standin_tools(host.model):
+            (bin_dir / tool).symlink_to(f"/usr/lib/nixfleet-lab/standins/{tool}")
+        for rel, content in lab_flake_files(self.fleet, self.root).items():
+            path = etc / "nixos" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        marker.write_text("prepared\n")
+
+    def _write_known_hosts(self) -> None:
+        lines = []
+        for host in self.hosts:
+            pub = host.upper / "etc" / "ssh" / "ssh_host_ed25519_key.pub"
+            if pub.is_file():
+                key_type, key = pub.read_text().split()[:2]
+                lines.append(f"{host.address} {key_type} {key}\n")
+        write_atomic(self.paths.known_hosts, "".join(lines))
+
+    def _start(self, host: LabHost, lowers: list[Path]) -> None:
+        self._kill_strays(host)
+        if not _mounted(host.merged):
+            work = host.dir / "work"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            lowerdir = ":".join(str(p) for p in lowers)
+            _run(["mount", "-t", "overlay", "overlay", "-o",
+                  f"lowerdir={lowerdir},upperdir={host.upper},workdir={work}", str(host.merged)])
+        log = (host.dir / "console.log").open("ab")
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "nixfleet.lab.supervise", host.name, str(host.merged),
+             host.veth, str(host.nspawn_pid_file)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, "PYTHONPATH": _package_parent()},
+        )
+        log.close()
+        host.supervisor_pid_file.write_text(f"{supervisor.pid}\n")
+
+    def init_pid(self, host: LabHost) -> int | None:
+        """PID (here) of the container's systemd, the nspawn child."""
+        nspawn = _read_pid(host.nspawn_pid_file)
+        if not _alive(nspawn, "systemd-nspawn"):
+            return None
+        children = _children(nspawn)  # type: ignore[arg-type]
+        return children[0] if children else None
+
+    def _wait_ready(self, host: LabHost, timeout: float = READY_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running(host):
+                tail = _tail(host.dir / "console.log")
+                raise NixfleetError(f"lab host {host.name} stopped while booting: {tail}")
+            pid = self.init_pid(host)
+            if pid is not None:
+                result = subprocess.run(
+                    ["nsenter", "-t", str(pid), "-a", "systemctl", "is-system-running", "--wait"],
+                    capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()),
+                )
+                state = result.stdout.strip()
+                if state in ("running", "degraded") and _port_open(host.address, 22):
+                    return state
+            time.sleep(0.1)
+        raise NixfleetError(f"lab host {host.name} did not finish booting in {timeout:.0f} s")
+
+    # --- down ----------------------------------------------------------------------------
+
+    def running(self, host: LabHost) -> bool:
+        return _alive(_read_pid(host.supervisor_pid_file), "nixfleet.lab.supervise")
+
+    def down(self, hosts: Iterable[LabHost] | None = None) -> None:
+        if os.geteuid() != 0:
+            raise NixfleetError("the lab needs root (systemd-nspawn, mounts, a bridge)")
+        chosen = list(hosts) if hosts is not None else self._known_hosts_on_disk()
+        with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
+            list(pool.map(self._stop, chosen))
+        if hosts is None or not any(self.running(h) for h in self._known_hosts_on_disk()):
+            if Path(f"/sys/class/net/{BRIDGE}").exists():
+                _run(["ip", "link", "delete", BRIDGE], check=False)
+
+    def _known_hosts_on_disk(self) -> list[LabHost]:
+        """Hosts of this fleet plus any leftovers from an earlier fleet or --extra count."""
+        hosts = list(self.hosts)
+        known = {h.name for h in hosts}
+        hosts_dir = self.paths.state / "hosts"
+        if hosts_dir.is_dir():
+            base = self.hosts[0].model
+            for i, path in enumerate(sorted(hosts_dir.iterdir())):
+                if path.name not in known:
+                    hosts.append(LabHost(path.name, len(self.hosts) + i, base, self.paths))
+        return hosts
+
+    def _stop(self, host: LabHost) -> None:
+        supervisor = _read_pid(host.supervisor_pid_file)
+        if _alive(supervisor, "nixfleet.lab.supervise"):
+            os.kill(supervisor, signal.SIGTERM)  # type: ignore[arg-type]
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while _alive(supervisor, "nixfleet.lab.supervise") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self._kill_strays(host)
+        host.supervisor_pid_file.unlink(missing_ok=True)
+        host.nspawn_pid_file.unlink(missing_ok=True)
+        self._unmount(host)
+        _remove_cgroups(host.name)
+
+    def _kill_strays(self, host: LabHost) -> None:
+        """Kill what an interrupted run left: supervisors and nspawns of this host's root."""
+        needles = (f"nixfleet.lab.supervise {host.name} ", f"--directory {host.merged} ")
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if any(n in cmdline for n in needles):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and Path(f"/sys/class/net/{host.veth}").exists():
+            time.sleep(0.05)
+
+    def _unmount(self, host: LabHost) -> None:
+        if _mounted(host.merged):
+            if _run(["umount", str(host.merged)], check=False).returncode != 0:
+                _run(["umount", "-l", str(host.merged)], check=False)
+
+    def _remove_hosts_not_in_fleet(self) -> None:
+        """Hosts left from a larger --extra count: stop them and remove their state."""
+        wanted = {h.name for h in self.hosts}
+        for host in self._known_hosts_on_disk():
+            if host.name not in wanted:
+                self._stop(host)
+                shutil.rmtree(host.dir, ignore_errors=True)
+
+    def reset(self, hosts: list[LabHost]) -> None:
+        """Back to first boot: stop, forget everything the hosts wrote, start again."""
+        self.down(hosts)
+        for host in hosts:
+            shutil.rmtree(host.dir, ignore_errors=True)
+        self.up()
+
+    # --- status --------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for host in self.hosts:
+            running = self.running(host)
+            pid = self.init_pid(host) if running else None
+            system_state = "-"
+            if pid is not None:
+                system_state = _run(["nsenter", "-t", str(pid), "-a", "systemctl",
+                                     "is-system-running"], check=False).stdout.strip()
+            rows.append({
+                "host": host.name,
+                "state": "running" if running else "stopped",
+                "address": host.address,
+                "systemd": system_state,
+                "generation": _generation(host.upper),
+                "memory_mib": round(_pss_bytes(host.name) / 2**20, 1) if running else None,
+            })
+        return rows
+
+    def ssh_argv(self, host: LabHost, command: list[str] | None = None) -> list[str]:
+        argv = ["ssh", "-i", str(self.paths.key), "-o", f"UserKnownHostsFile={self.paths.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                f"root@{host.address}"]
+        if command:
+            argv += ["--", *command]
+        return argv
+
+
+def hardware_description(host: Host) -> dict[str, Any]:
+    """What the GPU stand-ins answer from: the inventory's hardware data for this host."""
+    description: dict[str, Any] = {
+        "hostname": host.name,
+        "hardwareClass": host.hardware_class,
+        "gpus": [gpu.model_dump(mode="json") for gpu in host.gpus],
+    }
+    if host.graphics.nvidiaPackage:
+        description["nvidiaDriverVersion"] = NVIDIA_DRIVER_VERSIONS[host.graphics.nvidiaPackage]
+        description["cudaVersion"] = "12.4"
+    return description
+
+
+def standin_tools(host: Host) -> list[str]:
+    """Which GPU tools a real host of this hardware would have on its PATH."""
+    vendors = {gpu.vendor for gpu in host.gpus}
+    tools = ["lspci"]
+    if "nvidia" in vendors:
+        tools.append("nvidia-smi")
+    if "amd" in vendors:
+        tools.append("rocm-smi")
+    return tools
+
+
+def _generation(upper: Path) -> int | None:
+    profile = upper / "nix" / "var" / "nix" / "profiles" / "system"
+    try:
+        target = os.readlink(profile)
+    except OSError:
+        return None
+    number = target.removeprefix("system-").removesuffix("-link")
+    return int(number) if number.isdigit() else None
+
+
+def _pss_bytes(name: str) -> int:
+    """Proportional memory of every process of a host (its cgroups, all levels)."""
+    pids: set[str] = set()
+    for root in CGROUP_ROOTS:
+        top = root / cgroup_name(name)
+        if top.is_dir():
+            for procs in top.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    pids.update(procs.read_text().split())
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def _remove_cgroups(name: str) -> None:
+    for root in CGROUP_ROOTS:
+        top = root / cgroup_name(name)
+        if top.is_dir():
+            for group in sorted((p for p in top.rglob("*") if p.is_dir()),
+                                key=lambda p: len(p.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+            with contextlib.suppress(OSError):
+                top.rmdir()
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no console log)"
+
+
+def _package_parent() -> str:
+    """So the detached supervisor imports this same nixfleet, installed or not."""
+    return str(HERE.parent.parent)

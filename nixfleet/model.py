@@ -1,0 +1,380 @@
+"""The fleet model: one validated description of a host.
+
+Every consumer (pyinfra inventory, nix/ host data, secrets rules, lab, checks) reads this model,
+so a typo or a wrong type is rejected here, once, with the host and field it concerns.
+Feature flag names and nesting follow the original configuration (features.monitoring.serverHost,
+...), because the flake's modules use the same names.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from nixfleet.errors import InventoryError
+
+HardwareClass = Literal["amd", "nvidia", "intel"]
+Role = Literal["workstation", "laptop", "server", "sff"]
+MonitoringMode = Literal["server", "client", "standalone"]
+ProviderName = Literal["openai", "anthropic", "gemini", "ollama"]
+
+# Host names end up in file paths, systemd unit names, Nix attribute names and shell commands.
+SAFE_HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+SAFE_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+SAFE_ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384")
+
+
+def _check_host_name(value: str) -> str:
+    if not SAFE_HOST_NAME.match(value):
+        raise ValueError(f"unsafe host name {value!r} (use lowercase letters, digits and '-')")
+    return value
+
+
+def _check_user_name(value: str) -> str:
+    if not SAFE_USER_NAME.match(value):
+        raise ValueError(f"unsafe user name {value!r}")
+    return value
+
+
+def _check_address(value: str) -> str:
+    if not SAFE_ADDRESS.match(value):
+        raise ValueError(f"unsafe SSH address {value!r}")
+    return value
+
+
+def parse_ssh_public_key(value: str) -> tuple[str, bytes]:
+    """Return (key type, key blob) of an OpenSSH public key line, or raise ValueError."""
+    parts = value.split()
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
+        raise ValueError(f"not an SSH public key (expected one of {', '.join(SSH_KEY_TYPES)})")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("SSH public key is not valid base64") from None
+    # The blob starts with the length-prefixed key type; it must agree with the prefix.
+    name_len = int.from_bytes(blob[:4], "big")
+    if blob[4 : 4 + name_len].decode(errors="replace") != parts[0]:
+        raise ValueError(f"SSH public key blob does not match its type {parts[0]}")
+    return parts[0], blob
+
+
+def _check_ssh_key(value: str) -> str:
+    parse_ssh_public_key(value)
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_check_host_name)]
+UserName = Annotated[str, AfterValidator(_check_user_name)]
+Address = Annotated[str, AfterValidator(_check_address)]
+SshPublicKey = Annotated[str, AfterValidator(_check_ssh_key)]
+HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]
+PciSlot = Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
+NixBusId = Annotated[str, Field(pattern=r"^PCI:\d+:\d+:\d+$")]
+
+
+class Strict(BaseModel):
+    """Unknown keys and wrong types are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- feature flags (names and nesting of the original's features.*) -------------------------
+
+
+class Development(Strict):
+    enable: bool = False
+    python: bool = False
+    go: bool = False
+    nodejs: bool = False
+    java: bool = False
+    lua: bool = False
+    nix: bool = False
+    shell: bool = False
+    ansible: bool = False
+    cargo: bool = False
+    github: bool = False
+    devshell: bool = False
+
+
+class Virtualization(Strict):
+    enable: bool = False
+    docker: bool = False
+    podman: bool = False
+    incus: bool = False
+    spice: bool = False
+    libvirt: bool = False
+    sunshine: bool = False
+
+
+class Cloud(Strict):
+    enable: bool = False
+    aws: bool = False
+    azure: bool = False
+    google: bool = False
+    k8s: bool = False
+    terraform: bool = False
+
+
+class Security(Strict):
+    enable: bool = False
+    onepassword: bool = False
+    gnupg: bool = False
+
+
+class Networking(Strict):
+    enable: bool = False
+    tailscale: bool = False
+
+
+class AiProviders(Strict):
+    """What /etc/ai-providers.json and ai-cli use on this host."""
+
+    enable: bool = False
+    defaultProvider: ProviderName = "anthropic"
+    enableFallback: bool = True
+    costOptimization: bool = False
+    timeout: Annotated[int, Field(gt=0, le=3600)] = 30
+    maxRetries: Annotated[int, Field(ge=0, le=10)] = 3
+    enabled: list[ProviderName] = ["openai", "anthropic", "gemini", "ollama"]
+
+    @model_validator(mode="after")
+    def _default_is_enabled(self) -> AiProviders:
+        if self.enable and self.defaultProvider not in self.enabled:
+            raise ValueError(
+                f"defaultProvider {self.defaultProvider!r} is not in enabled {self.enabled}"
+            )
+        return self
+
+
+class Ai(Strict):
+    enable: bool = False
+    ollama: bool = False
+    providers: AiProviders = AiProviders()
+
+
+class Programs(Strict):
+    lazygit: bool = False
+    thunderbird: bool = False
+    obsidian: bool = False
+    office: bool = False
+    webcam: bool = False
+    print: bool = False
+
+
+class MonitoringFeatures(Strict):
+    nodeExporter: bool = True
+    nixosMetrics: bool = True
+    serviceMetrics: bool = True
+    aiMetrics: bool = False
+    networkMetrics: bool = False
+    alerting: bool = False
+
+
+class Monitoring(Strict):
+    enable: bool = False
+    mode: MonitoringMode = "client"
+    serverHost: HostName | None = None
+    features: MonitoringFeatures = MonitoringFeatures()
+
+
+class Features(Strict):
+    development: Development = Development()
+    virtualization: Virtualization = Virtualization()
+    cloud: Cloud = Cloud()
+    security: Security = Security()
+    networking: Networking = Networking()
+    ai: Ai = Ai()
+    programs: Programs = Programs()
+    monitoring: Monitoring = Monitoring()
+
+
+# --- hardware ------------------------------------------------------------------------------
+
+
+class Gpu(Strict):
+    """One PCI display device; the lab's stand-in tools answer from these values."""
+
+    vendor: Literal["amd", "nvidia", "intel"]
+    model: str
+    vendorId: HexId
+    deviceId: HexId
+    slot: PciSlot
+    driver: str
+    vramMiB: Annotated[int, Field(ge=0)] = 0
+    uuid: str | None = None
+    gfx: str | None = None
+
+
+class Graphics(Strict):
+    """Per hardware class (group_data/<class>.py): driver and compute stack."""
+
+    videoDriver: Literal["amdgpu", "nvidia", "modesetting"]
+    compute: Literal["rocm", "cuda", "none"]
+    nvidiaPackage: Literal["stable", "beta", "production", "latest", "legacy_470"] | None = None
+    nvidiaOpen: bool = False
+    mediaDriver: str | None = None
+
+
+class Prime(Strict):
+    """NVIDIA PRIME for hybrid laptops (hardware.nvidia.prime.*)."""
+
+    sync: bool = True
+    intelBusId: NixBusId
+    nvidiaBusId: NixBusId
+
+
+class Rocm(Strict):
+    gfxVersion: str
+    hsaOverrideGfxVersion: str | None = None
+
+
+# --- people, system, connection ------------------------------------------------------------
+
+
+class User(Strict):
+    name: UserName
+    fullName: str
+    email: str = ""
+    sshKey: SshPublicKey
+    groups: list[str] = []
+
+
+class Paths(Strict):
+    flakeDir: str = "/etc/nixos"
+    externalDisk: str | None = None
+
+
+class System(Strict):
+    """Fleet-wide defaults live in group_data/all.py; a host may override the whole block."""
+
+    timezone: str = "UTC"
+    locale: str = "en_US.UTF-8"
+    keyboardLayouts: list[str] = ["us"]
+    nameservers: list[str] = []
+    hostMappings: dict[str, str] = {}
+    environment: dict[str, str] = {}
+    theme: dict[str, str] = {}
+    nfsExports: list[str] = []
+    paths: Paths = Paths()
+    stateVersion: str = "25.05"
+
+
+class Ssh(Strict):
+    """How the deployer reaches the host (the real fleet; the lab overrides address and key)."""
+
+    host: Address | None = None
+    user: UserName = "root"
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    hostKey: SshPublicKey | None = None
+
+
+class Host(Strict):
+    name: HostName
+    hardware_class: HardwareClass
+    roles: Annotated[list[Role], Field(min_length=1)]
+    description: str = ""
+    cpu: str = ""
+    gpus: list[Gpu] = []
+    graphics: Graphics
+    prime: Prime | None = None
+    rocm: Rocm | None = None
+    users: Annotated[list[User], Field(min_length=1)]
+    features: Features = Features()
+    system: System = System()
+    ssh: Ssh = Ssh()
+
+    @model_validator(mode="after")
+    def _hardware_agrees(self) -> Host:
+        if self.prime and self.hardware_class != "nvidia":
+            raise ValueError("prime: only an nvidia-class host has NVIDIA PRIME")
+        if self.rocm and self.hardware_class != "amd":
+            raise ValueError("rocm: only an amd-class host runs ROCm")
+        expected_compute = {"amd": "rocm", "nvidia": "cuda", "intel": "none"}[self.hardware_class]
+        if self.graphics.compute not in (expected_compute, "none"):
+            raise ValueError(
+                f"graphics.compute: {self.graphics.compute} does not fit a "
+                f"{self.hardware_class}-class host"
+            )
+        if self.gpus and not any(g.vendor == self.hardware_class for g in self.gpus):
+            raise ValueError(f"gpus: no {self.hardware_class} GPU listed for this class")
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("users: duplicate user name")
+        return self
+
+    @property
+    def address(self) -> str:
+        return self.ssh.host or self.name
+
+    @property
+    def admin(self) -> User:
+        """The host's primary user (owner of api-* secrets, like the original's `username`)."""
+        return self.users[0]
+
+    def nix_data(self) -> dict[str, Any]:
+        """What the flake reads from nix/hosts/<name>.json: everything but how to connect."""
+        return self.model_dump(mode="json", exclude={"ssh"})
+
+
+# The model's own keys; anything else in host data must be pyinfra's (ssh_*, _sudo, ...).
+MODEL_KEYS = frozenset(Host.model_fields) - {"name"}
+PASSTHROUGH_PREFIXES = ("ssh_", "_")
+
+
+def format_validation_error(host: str, error: ValidationError) -> str:
+    """One line: the host, the dotted field path and what is wrong with it."""
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        known = _known_fields_at(first["loc"][:-1])
+        hint = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
+        message = "unknown field" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        message += f"; known: {', '.join(known)}" if known else ""
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"].endswith("_type") or first["type"] == "literal_error":
+            message += f", got {first['input']!r}"
+    return f"host {host}: {location}: {message}" if location else f"host {host}: {message}"
+
+
+def _known_fields_at(location: tuple[Any, ...]) -> list[str]:
+    """Field names of the model at a dotted location (for 'did you mean')."""
+    model: Any = Host
+    for part in location:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)),
+                     None)
+        if model is None:
+            return []
+    return sorted(model.model_fields)
+
+
+def validate_host(name: str, data: dict[str, Any]) -> Host:
+    """Validate one host's merged data; raise InventoryError with a one-line message."""
+    if not isinstance(name, str) or not SAFE_HOST_NAME.match(name):
+        raise InventoryError(f"host {name!r}: unsafe host name (use lowercase letters, digits, '-')")
+    model_data = {k: v for k, v in data.items() if not k.startswith(PASSTHROUGH_PREFIXES)}
+    try:
+        return Host.model_validate({"name": name, **model_data})
+    except ValidationError as error:
+        raise InventoryError(format_validation_error(name, error)) from None

@@ -1,0 +1,79 @@
+"""The nixfleet command's own behaviour: help, bad arguments, generated files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def nixfleet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nixfleet", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["inventory", "--help"], ["generate", "--help"],
+                                  ["lab", "--help"]])
+def test_every_command_has_help(root, args):
+    result = nixfleet(*args, cwd=root)
+    assert result.returncode == 0
+    assert "usage: nixfleet" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["frobnicate"], "nixfleet: error: argument command: invalid choice: 'frobnicate'"),
+    ([], "nixfleet: error: the following arguments are required: command"),
+    (["inventory", "--jsn"], "nixfleet: error: unrecognized arguments: --jsn"),
+    (["-i", "missing.py", "inventory"], "nixfleet: error: inventory file not found: missing.py"),
+])
+def test_bad_arguments_are_one_line(root, args, message):
+    result = nixfleet(*args, cwd=root)
+    assert result.returncode != 0
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_inventory_table_shows_every_host(root):
+    result = nixfleet("inventory", cwd=root)
+    assert result.returncode == 0, result.stderr
+    for host in ("p620", "razer", "p510", "dex5550"):
+        assert host in result.stdout
+
+
+def test_generated_files_are_current(root):
+    result = nixfleet("generate", "--check", cwd=root)
+    assert result.returncode == 0, result.stderr
+
+
+def test_generated_host_data_is_the_model(root):
+    data = json.loads((root / "nix" / "hosts" / "razer.json").read_text())
+    assert data["hardware_class"] == "nvidia"
+    assert data["prime"]["nvidiaBusId"] == "PCI:1:0:0"
+    assert data["features"]["monitoring"]["serverHost"] == "p620"
+    assert "ssh" not in data
+
+
+def test_stale_generated_files_are_found_and_rewritten(root, tmp_path):
+    for name in ("inventory.py", "known_hosts"):
+        shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "group_data", tmp_path / "group_data")
+    shutil.copytree(root / "nix" / "hosts", tmp_path / "nix" / "hosts")
+    (tmp_path / "group_data" / "all.py").write_text(
+        (tmp_path / "group_data" / "all.py").read_text().replace("Europe/London", "UTC"))
+    (tmp_path / "nix" / "hosts" / "gone.json").write_text("{}\n")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-m", "nixfleet", "generate", "--check"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert result.returncode == 1
+    assert "generated files are stale: nix/hosts/dex5550.json" in result.stderr
+    assert "nix/hosts/gone.json" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "nixfleet", "generate"], cwd=tmp_path,
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "nix" / "hosts" / "gone.json").exists()
+    assert json.loads((tmp_path / "nix/hosts/p620.json").read_text())["system"]["timezone"] == "UTC"

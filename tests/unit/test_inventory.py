@@ -1,0 +1,233 @@
+"""The fleet model and inventory.py: groups, pyinfra's view, and bad data failing early."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nixfleet.errors import InventoryError
+from nixfleet.inventory import build_fleet, load_group_data, load_inventory_file
+
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+
+
+def fleet_of(entries: list, root: Path):
+    return build_fleet(entries, load_group_data(root / "group_data"))
+
+
+def entry(entries: list, name: str) -> dict[str, Any]:
+    return next(data for host, data in entries if host == name)
+
+
+def run_pyinfra(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYINFRA, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "NIXFLEET_TARGET": "fleet", **(env or {})},
+    )
+
+
+def test_the_four_hosts_and_their_derived_groups(root):
+    fleet = load_inventory_file(root / "inventory.py")
+    assert list(fleet.hosts) == ["p620", "razer", "p510", "dex5550"]
+    assert fleet.groups["amd"] == ["p620"]
+    assert fleet.groups["nvidia"] == ["razer", "p510"]
+    assert fleet.groups["intel"] == ["dex5550"]
+    assert fleet.groups["workstations"] == ["p620", "razer"]
+    assert fleet.groups["servers"] == ["p510", "dex5550"]
+    assert fleet.groups["laptops"] == ["razer"]
+    assert fleet.groups["monitoring_server"] == ["p620"]
+    assert fleet.groups["monitoring_clients"] == ["razer", "p510", "dex5550"]
+    assert fleet.groups["ollama"] == ["p620", "p510"]
+
+
+def test_values_of_the_reference_fleet(root):
+    fleet = load_inventory_file(root / "inventory.py")
+    p620, razer, dex = fleet.hosts["p620"], fleet.hosts["razer"], fleet.hosts["dex5550"]
+    assert p620.rocm is not None and p620.rocm.hsaOverrideGfxVersion == "11.0.0"
+    assert razer.prime is not None
+    assert (razer.prime.intelBusId, razer.prime.nvidiaBusId) == ("PCI:0:2:0", "PCI:1:0:0")
+    assert razer.graphics.compute == "cuda" and p620.graphics.compute == "rocm"
+    assert dex.graphics.videoDriver == "modesetting" and dex.graphics.compute == "none"
+    assert p620.features.monitoring.features.alerting
+    assert razer.features.monitoring.serverHost == "p620"
+    assert not dex.features.cloud.enable
+    assert "ollama" not in dex.features.ai.providers.enabled
+
+
+def test_limit_selects_with_pyinfra_rules(root):
+    fleet = load_inventory_file(root / "inventory.py")
+    assert fleet.select(["nvidia"]) == ["razer", "p510"]
+    assert fleet.select(["amd"]) == ["p620"]
+    assert fleet.select(["p*"]) == ["p620", "p510"]
+    assert fleet.select([]) == list(fleet.hosts)
+    with pytest.raises(InventoryError, match=r"--limit 'nvidai' matches no host or group; "
+                       r"hosts: p620, razer, p510, dex5550; groups: amd"):
+        fleet.select(["nvidai"])
+
+
+def test_pyinfra_applies_limit_to_the_same_hosts(root):
+    """pyinfra's own --limit code, fed our inventory, picks the same hosts."""
+    from pyinfra.api import State
+    from pyinfra.context import ctx_state
+    from pyinfra_cli.cli import _apply_inventory_limit
+    from pyinfra_cli.inventory import make_inventory
+
+    ctx_state.set(State())
+    inventory = make_inventory(str(root / "inventory.py"), cwd=str(root))
+    picked = _apply_inventory_limit(inventory, ["nvidia"]) or []
+    assert sorted(h.name for h in picked) == ["p510", "razer"]
+
+
+def test_pyinfra_debug_inventory_lists_the_four_hosts(root):
+    result = run_pyinfra("inventory.py", "debug-inventory", "--json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    hosts = json.loads(result.stdout)
+    assert [h["name"] for h in hosts] == ["p620", "razer", "p510", "dex5550"]
+
+
+def test_pyinfra_limit_typo_fails_loudly(root):
+    result = run_pyinfra("inventory.py", "debug-inventory", "--limit", "nvidai", cwd=root)
+    assert result.returncode != 0
+    assert "--limit 'nvidai' matches no host or group" in result.stderr
+    assert "hosts: p620, razer, p510, dex5550" in result.stderr
+    result = run_pyinfra("inventory.py", "debug-inventory", "--limit=nvidai", cwd=root)
+    assert result.returncode != 0
+
+
+def test_nixfleet_inventory_json_is_what_pyinfra_sees(root):
+    ours = subprocess.run([sys.executable, "-m", "nixfleet", "inventory", "--json"], cwd=root,
+                          capture_output=True, text=True, check=True).stdout
+    theirs = run_pyinfra("inventory.py", "debug-inventory", "--json", cwd=root).stdout
+    normalise = lambda hosts: [{**h, "groups": sorted(h["groups"])} for h in hosts]  # noqa: E731
+    assert normalise(json.loads(ours)) == normalise(json.loads(theirs))
+
+
+def test_nixfleet_inventory_limit(root):
+    result = subprocess.run([sys.executable, "-m", "nixfleet", "inventory", "--limit", "nvidia",
+                             "--json"], cwd=root, capture_output=True, text=True, check=True)
+    assert [h["name"] for h in json.loads(result.stdout)] == ["razer", "p510"]
+    result = subprocess.run([sys.executable, "-m", "nixfleet", "inventory", "--limit", "nvidai"],
+                            cwd=root, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith("nixfleet: error: --limit 'nvidai' matches no host")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_strict_host_key_checking_everywhere(root):
+    fleet = load_inventory_file(root / "inventory.py")
+    for data in fleet.host_data.values():
+        assert data["ssh_strict_host_key_checking"] == "yes"
+        assert data["ssh_known_hosts_file"] == str(root / "known_hosts")
+
+
+# --- bad data: one line naming host and field -----------------------------------------------
+
+def _break_monitoring_typo(entries):
+    entry(entries, "razer")["features"]["monitoring"]["mdoe"] = "client"
+
+
+def _break_wrong_type(entries):
+    entry(entries, "p510")["features"]["development"]["enable"] = "yes"
+
+
+def _break_unknown_class(entries):
+    entry(entries, "dex5550")["hardware_class"] = "arm"
+
+
+def _break_unknown_role(entries):
+    entry(entries, "razer")["roles"] = ["laptop", "gaming"]
+
+
+def _break_server_host(entries):
+    entry(entries, "p510")["features"]["monitoring"]["serverHost"] = "razer"
+
+
+def _break_duplicate(entries):
+    entries.append(("razer", dict(entry(entries, "razer"))))
+
+
+def _break_user_key(entries):
+    del entry(entries, "dex5550")["users"][0]["sshKey"]
+
+
+def _break_user_key_garbage(entries):
+    entry(entries, "dex5550")["users"][0]["sshKey"] = "ssh-ed25519 bm90IGEga2V5"
+
+
+def _break_host_name(entries):
+    entries.append(("evil;rm -rf", dict(entry(entries, "dex5550"))))
+
+
+def _break_unknown_top_level(entries):
+    entry(entries, "p620")["featurs"] = {}
+
+
+def _break_missing_server(entries):
+    del entry(entries, "razer")["features"]["monitoring"]["serverHost"]
+
+
+BAD_DATA = [
+    (_break_monitoring_typo,
+     "host razer: features.monitoring.mdoe: unknown field (did you mean 'mode'?)"),
+    (_break_wrong_type, "host p510: features.development.enable: Input should be a valid "
+                        "boolean, got 'yes'"),
+    (_break_unknown_class, "host dex5550: hardware_class: Input should be 'amd', 'nvidia' or "
+                           "'intel', got 'arm'"),
+    (_break_unknown_role, "host razer: roles.1: Input should be 'workstation', 'laptop', "
+                          "'server' or 'sff', got 'gaming'"),
+    (_break_server_host, "host p510: features.monitoring.serverHost: 'razer' is not a "
+                         "monitoring server (servers: p620)"),
+    (_break_duplicate, "host razer: duplicate host"),
+    (_break_user_key, "host dex5550: users.0.sshKey: Field required"),
+    (_break_user_key_garbage, "host dex5550: users.0.sshKey: SSH public key blob does not "
+                              "match its type ssh-ed25519"),
+    (_break_host_name, "host 'evil;rm -rf': unsafe host name"),
+    (_break_unknown_top_level, "host p620: featurs: unknown field (did you mean 'features'?)"),
+    (_break_missing_server, "host razer: features.monitoring.serverHost: a monitoring client "
+                            "needs one"),
+]
+
+
+@pytest.mark.parametrize(("breaker", "message"), BAD_DATA, ids=[b.__name__ for b, _ in BAD_DATA])
+def test_bad_data_is_one_clear_line(host_entries, root, breaker, message):
+    breaker(host_entries)
+    with pytest.raises(InventoryError) as raised:
+        fleet_of(host_entries, root)
+    assert str(raised.value).startswith(message)
+    assert "\n" not in str(raised.value)
+
+
+def test_conflicting_group_data_is_refused(host_entries, root, tmp_path):
+    group_data = load_group_data(root / "group_data")
+    group_data["laptops"] = {"graphics": {"videoDriver": "modesetting", "compute": "none"}}
+    with pytest.raises(InventoryError, match=r"host razer: graphics: set differently by "
+                       r"group_data/nvidia.py and group_data/laptops.py"):
+        build_fleet(host_entries, group_data)
+
+
+def test_bad_inventory_under_pyinfra_is_one_line(root, tmp_path):
+    """The same check fires when pyinfra itself loads a broken inventory.py."""
+    shutil.copytree(root / "group_data", tmp_path / "group_data")
+    text = (root / "inventory.py").read_text()
+    (tmp_path / "inventory.py").write_text(
+        text.replace('"mode": "client", "serverHost"', '"mdoe": "client", "serverHost"'))
+    result = run_pyinfra("inventory.py", "debug-inventory", cwd=tmp_path,
+                         env={"PYTHONPATH": str(root)})
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert "host razer: features.monitoring.mdoe: unknown field" in errors[0]
+
+
+def test_unknown_target_is_refused(root):
+    result = run_pyinfra("inventory.py", "debug-inventory", cwd=root,
+                         env={"NIXFLEET_TARGET": "labb"})
+    assert result.returncode != 0
+    assert "NIXFLEET_TARGET: unknown target 'labb' (known: fleet, lab)" in result.stderr
