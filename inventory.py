@@ -35,7 +35,7 @@ def _monitoring_client(**features: bool) -> dict:
             "features": {"nodeExporter": True, "nixosMetrics": True, **features}}
 
 
-_HOSTS = [
+_HOSTS: list[tuple[str, dict]] = [
     ("p620", {
         "hardware_class": "amd",
         "roles": ["workstation"],

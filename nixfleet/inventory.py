@@ -21,7 +21,9 @@ from nixfleet.errors import InventoryError
 from nixfleet.model import Host, validate_host
 
 TARGETS = ("fleet", "lab")
-ROLE_GROUPS = {"workstation": "workstations", "laptop": "laptops", "server": "servers", "sff": "sff"}
+ROLE_GROUPS = {
+    "workstation": "workstations", "laptop": "laptops", "server": "servers", "sff": "sff",
+}
 
 HostEntry = tuple[str, dict[str, Any]]
 ConnectionFn = Callable[[Host], dict[str, Any]]
@@ -94,7 +96,8 @@ def derive_groups(host: Host) -> list[str]:
 def _entry_groups(entry: dict[str, Any]) -> list[str]:
     roles = entry.get("roles")
     groups = [entry.get("hardware_class")]
-    groups += [ROLE_GROUPS.get(r) for r in roles if isinstance(r, str)] if isinstance(roles, list) else []
+    if isinstance(roles, list):
+        groups += [ROLE_GROUPS.get(r) for r in roles if isinstance(r, str)]
     return [g for g in groups if isinstance(g, str)]
 
 
@@ -255,7 +258,8 @@ def load_inventory_file(path: Path) -> Fleet:
     values = runpy.run_path(str(path))
     fleet = values.get("fleet")
     if not isinstance(fleet, Fleet):
-        raise InventoryError(f"{path}: defines no `fleet` (expected fleet = nixfleet_inventory(...))")
+        raise InventoryError(f"{path}: defines no `fleet` (see inventory.py: fleet, _groups = "
+                             "nixfleet_inventory(...))")
     return fleet
 
 

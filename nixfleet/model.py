@@ -372,7 +372,8 @@ def _known_fields_at(location: tuple[Any, ...]) -> list[str]:
 def validate_host(name: str, data: dict[str, Any]) -> Host:
     """Validate one host's merged data; raise InventoryError with a one-line message."""
     if not isinstance(name, str) or not SAFE_HOST_NAME.match(name):
-        raise InventoryError(f"host {name!r}: unsafe host name (use lowercase letters, digits, '-')")
+        raise InventoryError(f"host {name!r}: unsafe host name (use lowercase letters, digits "
+                             "and '-')")
     model_data = {k: v for k, v in data.items() if not k.startswith(PASSTHROUGH_PREFIXES)}
     try:
         return Host.model_validate({"name": name, **model_data})

@@ -324,9 +324,9 @@ class Lab:
         chosen = list(hosts) if hosts is not None else self._known_hosts_on_disk()
         with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
             list(pool.map(self._stop, chosen))
-        if hosts is None or not any(self.running(h) for h in self._known_hosts_on_disk()):
-            if Path(f"/sys/class/net/{BRIDGE}").exists():
-                _run(["ip", "link", "delete", BRIDGE], check=False)
+        nothing_left = not any(self.running(h) for h in self._known_hosts_on_disk())
+        if nothing_left and Path(f"/sys/class/net/{BRIDGE}").exists():
+            _run(["ip", "link", "delete", BRIDGE], check=False)
 
     def _known_hosts_on_disk(self) -> list[LabHost]:
         """Hosts of this fleet plus any leftovers from an earlier fleet or --extra count."""
@@ -354,26 +354,31 @@ class Lab:
         _remove_cgroups(host.name)
 
     def _kill_strays(self, host: LabHost) -> None:
-        """Kill what an interrupted run left: supervisors and nspawns of this host's root."""
+        """Kill what an interrupted run left: the supervisor, nspawn and, through the host's
+        cgroups, the container itself (a killed nspawn leaves its container running)."""
         needles = (f"nixfleet.lab.supervise {host.name} ", f"--directory {host.merged} ")
+        strays = set(_cgroup_pids(host.name))
         for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            if not proc.name.isdigit():
                 continue
             try:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
             if any(n in cmdline for n in needles):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(proc.name), signal.SIGKILL)
+                strays.add(int(proc.name))
+        strays.discard(os.getpid())
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(f"/run/systemd/nspawn/propagate/{host.name}", ignore_errors=True)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and Path(f"/sys/class/net/{host.veth}").exists():
             time.sleep(0.05)
 
     def _unmount(self, host: LabHost) -> None:
-        if _mounted(host.merged):
-            if _run(["umount", str(host.merged)], check=False).returncode != 0:
-                _run(["umount", "-l", str(host.merged)], check=False)
+        if _mounted(host.merged) and _run(["umount", str(host.merged)], check=False).returncode:
+            _run(["umount", "-l", str(host.merged)], check=False)
 
     def _remove_hosts_not_in_fleet(self) -> None:
         """Hosts left from a larger --extra count: stop them and remove their state."""
@@ -412,7 +417,8 @@ class Lab:
         return rows
 
     def ssh_argv(self, host: LabHost, command: list[str] | None = None) -> list[str]:
-        argv = ["ssh", "-i", str(self.paths.key), "-o", f"UserKnownHostsFile={self.paths.known_hosts}",
+        argv = ["ssh", "-i", str(self.paths.key),
+                "-o", f"UserKnownHostsFile={self.paths.known_hosts}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
                 f"root@{host.address}"]
         if command:
@@ -454,17 +460,22 @@ def _generation(upper: Path) -> int | None:
     return int(number) if number.isdigit() else None
 
 
-def _pss_bytes(name: str) -> int:
-    """Proportional memory of every process of a host (its cgroups, all levels)."""
-    pids: set[str] = set()
+def _cgroup_pids(name: str) -> set[int]:
+    """Every process of a host: its cgroups, all levels, in both hierarchies."""
+    pids: set[int] = set()
     for root in CGROUP_ROOTS:
         top = root / cgroup_name(name)
         if top.is_dir():
             for procs in top.rglob("cgroup.procs"):
                 with contextlib.suppress(OSError):
-                    pids.update(procs.read_text().split())
+                    pids.update(int(p) for p in procs.read_text().split())
+    return pids
+
+
+def _pss_bytes(name: str) -> int:
+    """Proportional memory of every process of a host."""
     total = 0
-    for pid in pids:
+    for pid in _cgroup_pids(name):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):

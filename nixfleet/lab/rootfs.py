@@ -44,7 +44,7 @@ experimental-features = nix-command flakes
 flake-registry =
 EOF
 # NixOS puts the system profile first on PATH; sshd sessions read this through pam_env.
-echo 'PATH="/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"' \
+echo "PATH=/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/bin" \
     > /etc/environment
 mkdir -p /etc/ssh/sshd_config.d
 cat > /etc/ssh/sshd_config.d/nixfleet-lab.conf <<'EOF'

@@ -75,7 +75,7 @@ def link(target, path):
 
 
 def activate(toplevel, at_boot=False):
-    old, new, stop, restart, start, keep = plan(toplevel)
+    _, new, stop, restart, start, keep = plan(toplevel)
     for unit in stop:
         log(f"stopping the following units: {unit}")
         systemctl("stop", unit)
@@ -104,7 +104,8 @@ def activate(toplevel, at_boot=False):
     for unit in start + keep:
         if systemctl("start", unit).returncode != 0:
             failed.append(unit)
-    failed += [u for u in new if u not in failed and systemctl("is-failed", "--quiet", u).returncode == 0]
+    failed += [u for u in new
+               if u not in failed and systemctl("is-failed", "--quiet", u).returncode == 0]
     if failed:
         log(f"warning: the following units failed: {', '.join(sorted(failed))}")
         return 4

@@ -1,0 +1,70 @@
+"""The lab for end-to-end tests: brought up once per session (root, systemd-nspawn).
+
+If the lab was already running (say, the demo), it is left running afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOSTS = ("p620", "razer", "p510", "dex5550")
+
+
+def nixfleet(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "nixfleet", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"nixfleet {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def on(
+    host: str, command: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Run a shell command on a lab host over SSH (strict host key checking)."""
+    result = subprocess.run([sys.executable, "-m", "nixfleet", "lab", "exec", host, "--",
+                             command], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{host}: {command} -> {result.returncode}\n{result.stdout}"
+                             f"\n{result.stderr}")
+    return result
+
+
+def lab_status() -> dict[str, dict]:
+    rows = json.loads(nixfleet("lab", "status", "--json").stdout)
+    return {row["host"]: row for row in rows}
+
+
+def write_on(host: str, path: str, content: str) -> None:
+    on(host, f"mkdir -p {shlex.quote(os.path.dirname(path))} && "
+             f"printf %s {shlex.quote(content)} > {shlex.quote(path)}")
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[None]:
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (the README's test command runs as root)")
+    was_running = all(r["state"] == "running" for r in lab_status().values())
+    nixfleet("lab", "up", "--extra", "0")
+    yield
+    if not was_running:
+        nixfleet("lab", "down")

@@ -1,0 +1,170 @@
+"""Lab hosts behave like NixOS hosts: generations, switch/boot/test, rollback, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.lab.conftest import HOSTS, ROOT, lab_status, nixfleet, on, wait_until, write_on
+
+pytestmark = pytest.mark.usefixtures("lab")
+
+EXTRA_UNITS = "/etc/nixos/hosts/{host}.extra-units.json"
+
+
+def generation(host: str) -> int:
+    return int(on(host, "readlink /nix/var/nix/profiles/system").stdout.strip()
+               .removeprefix("system-").removesuffix("-link"))
+
+
+def current_system(host: str) -> str:
+    return on(host, "readlink /run/current-system").stdout.strip()
+
+
+def set_extra_units(host: str, units: dict) -> None:
+    write_on(host, EXTRA_UNITS.format(host=host), json.dumps(units))
+
+
+@pytest.fixture
+def fresh(request):
+    """A host back at first boot after the test (its generations forgotten)."""
+    hosts: list[str] = []
+    yield hosts.append
+    if hosts:
+        nixfleet("lab", "reset", *hosts)
+
+
+def test_every_host_runs_generation_one_of_its_own_data():
+    for host in HOSTS:
+        version = json.loads(on(host, "nixos-version --json").stdout)
+        assert version["nixosVersion"] == "25.05.lab"
+        gens = json.loads(on(host, "nixos-rebuild list-generations --json").stdout)
+        assert gens[0]["current"] and gens[0]["generation"] >= 1
+        assert f"nixos-system-{host}-" in current_system(host)
+    # p620 is a monitoring server with the node exporter enabled: the real binary runs.
+    assert on("p620", "systemctl is-active prometheus-node-exporter").stdout.strip() == "active"
+
+
+def test_pyinfra_reaches_all_four_lab_hosts():
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "pyinfra"), "inventory.py", "exec", "-y",
+         "--", "nixos-version"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "NIXFLEET_TARGET": "lab"})
+    assert result.returncode == 0, result.stderr
+    for host in HOSTS:
+        assert re.search(rf"\[{host}\]\s+25\.05\.lab \(Lab\)", result.stdout + result.stderr)
+
+
+def test_switch_to_a_new_generation_and_back_with_rollback(fresh):
+    host = "dex5550"
+    fresh(host)
+    before, system_before = generation(host), current_system(host)
+    set_extra_units(host, {"lab-demo": {"execStart": "/bin/sleep infinity"}})
+    on(host, "nixos-rebuild switch --flake /etc/nixos#dex5550")
+    assert generation(host) == before + 1
+    assert current_system(host) != system_before
+    assert on(host, "systemctl is-active lab-demo").stdout.strip() == "active"
+
+    on(host, "nixos-rebuild switch --rollback")
+    assert generation(host) == before
+    assert current_system(host) == system_before
+    assert on(host, "systemctl is-active lab-demo", check=False).stdout.strip() != "active"
+
+
+def test_a_unit_that_fails_makes_switch_fail_and_stays_failed(fresh):
+    host = "p510"
+    fresh(host)
+    set_extra_units(host, {"broken": {"execStart": "/bin/false", "type": "oneshot"}})
+    result = on(host, "nixos-rebuild switch", check=False)
+    assert result.returncode == 4
+    assert "the following units failed: broken.service" in result.stderr
+    assert on(host, "systemctl is-failed broken").stdout.strip() == "failed"
+
+
+def test_test_activates_without_touching_the_profile(fresh):
+    host = "razer"
+    fresh(host)
+    before = generation(host)
+    profile_target = on(host, "readlink -f /nix/var/nix/profiles/system").stdout
+    set_extra_units(host, {"lab-demo": {"execStart": "/bin/sleep infinity"}})
+    on(host, "nixos-rebuild test")
+    assert generation(host) == before
+    assert on(host, "readlink -f /nix/var/nix/profiles/system").stdout == profile_target
+    assert current_system(host) != profile_target.strip()
+    assert on(host, "systemctl is-active lab-demo").stdout.strip() == "active"
+
+
+def test_boot_sets_the_profile_without_activating(fresh):
+    host = "razer"
+    fresh(host)
+    before, system_before = generation(host), current_system(host)
+    set_extra_units(host, {"lab-demo": {"execStart": "/bin/sleep infinity"}})
+    on(host, "nixos-rebuild boot")
+    assert generation(host) == before + 1
+    assert current_system(host) == system_before
+    assert on(host, "systemctl is-active lab-demo", check=False).stdout.strip() != "active"
+
+
+def test_dry_activate_and_build_change_nothing(fresh):
+    host = "p620"
+    fresh(host)
+    before, system_before = generation(host), current_system(host)
+    set_extra_units(host, {"lab-demo": {"execStart": "/bin/sleep infinity"}})
+    result = on(host, "nixos-rebuild dry-activate")
+    assert "would start the following units: lab-demo.service" in result.stdout
+    built = on(host, "cd /tmp && nixos-rebuild build && readlink result").stdout.split()
+    assert built[0] == built[-1] and built[0].startswith("/nix/store/")
+    assert (generation(host), current_system(host)) == (before, system_before)
+
+
+def test_toplevel_changes_exactly_when_the_hosts_data_changes():
+    """Another host's data changing leaves this host's toplevel as it is."""
+    attr = "path:/etc/nixos#nixosConfigurations.{h}.config.system.build.toplevel"
+    eval_cmd = "nix eval --raw " + attr + ".outPath"
+    before = {h: on("p620", eval_cmd.format(h=h)).stdout for h in ("p620", "razer")}
+    try:
+        on("p620", "cp /etc/nixos/hosts/razer.json /tmp/razer.json && "
+                   "sed -i 's/Europe\\/London/UTC/' /etc/nixos/hosts/razer.json")
+        after = {h: on("p620", eval_cmd.format(h=h)).stdout for h in ("p620", "razer")}
+    finally:
+        on("p620", "cp /tmp/razer.json /etc/nixos/hosts/razer.json")
+    assert after["p620"] == before["p620"]
+    assert after["razer"] != before["razer"]
+
+
+def test_a_host_reboot_comes_back_by_itself():
+    host = "p510"
+    boot_id = on(host, "cat /proc/sys/kernel/random/boot_id").stdout
+    system = current_system(host)
+    on(host, "systemctl reboot", check=False)
+
+    def back() -> bool:
+        result = on(host, "cat /proc/sys/kernel/random/boot_id", check=False, timeout=10)
+        return result.returncode == 0 and result.stdout != boot_id
+
+    wait_until(back, 60, f"{host} to reboot")
+    wait_until(lambda: on(host, "systemctl is-system-running --wait", check=False)
+               .stdout.strip() in ("running", "degraded"), 60, f"{host} to finish booting")
+    assert current_system(host) == system
+    assert on(host, "readlink /run/booted-system").stdout.strip() == system
+    assert lab_status()[host]["state"] == "running"
+
+
+def test_gpu_stand_ins_answer_from_the_inventory():
+    razer = on("razer", "lspci -nnk").stdout
+    assert "[10de:1f10]" in razer and "Kernel driver in use: nvidia" in razer
+    assert "[8086:3e9b]" in razer and "Kernel driver in use: i915" in razer
+    assert on("razer", "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader") \
+        .stdout.strip() == "NVIDIA GeForce RTX 2070 Mobile, 8192 MiB"
+    rocm = json.loads(on("p620", "rocm-smi --showproductname --json").stdout)
+    assert rocm["card0"]["GFX Version"] == "gfx1100"
+    assert rocm["card0"]["Card Model"] == "0x744c"
+    dex = on("dex5550", "lspci -nnk").stdout
+    assert "[8086:3ea0]" in dex and "Kernel driver in use: i915" in dex
+    for tool in ("nvidia-smi", "rocm-smi"):
+        assert on("dex5550", f"command -v {tool}", check=False).returncode != 0
