@@ -13,7 +13,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 from pyinfra.api import FactBase
@@ -67,7 +67,7 @@ _LSPCI_DEVICE = re.compile(
 )
 _PCI_IDS = re.compile(
     r"\s*\[(?P<vendor_id>[0-9a-fA-F]{4}):(?P<device_id>[0-9a-fA-F]{4})\]"
-    r"(?:\s+\(rev [0-9a-fA-F]+\))?(?:\s+\(prog-if [^)]*\)\))?\s*$"
+    r"(?:\s+\(rev [0-9a-fA-F]+\))?(?:\s+\(prog-if [^)]*\))?\s*$"
 )
 # lspci prints "<vendor name> <device name>"; these are the vendor names pci.ids uses.
 _VENDOR_NAME = re.compile(
@@ -90,14 +90,14 @@ def parse_lspci_nnk(text: str) -> list[PciGpu]:
         parse_lspci_nnk(open("lspci.txt").read())[0].driver  # "nvidia"
     """
     gpus: list[PciGpu] = []
-    current: dict[str, Any] | None = None
+    current: PciGpu | None = None  # the display device whose attribute lines follow
     seen_device = False
     for line in text.splitlines():
         header = _LSPCI_DEVICE.match(line)
         if header:
             seen_device = True
             if current:
-                gpus.append(PciGpu(**current))
+                gpus.append(current)
             current = _lspci_device(header) if header["class_id"] in DISPLAY_CLASSES else None
             continue
         # Attribute lines are indented, but pasted outputs sometimes lost the indent.
@@ -105,11 +105,11 @@ def parse_lspci_nnk(text: str) -> list[PciGpu]:
         if current is None or not value:
             continue
         if key == "Kernel driver in use":
-            current["driver"] = value.strip()
+            current = replace(current, driver=value.strip())
         elif key == "Kernel modules":
-            current["modules"] = tuple(m.strip() for m in value.split(",") if m.strip())
+            current = replace(current, modules=tuple(m.strip() for m in value.split(",")))
     if current:
-        gpus.append(PciGpu(**current))
+        gpus.append(current)
     if text.strip() and not seen_device:
         raise FactParseError(
             "lspci", "no device lines with [class] and [vendor:device] ids; run it with -nnk", text
@@ -117,7 +117,7 @@ def parse_lspci_nnk(text: str) -> list[PciGpu]:
     return gpus
 
 
-def _lspci_device(header: re.Match[str]) -> dict[str, Any]:
+def _lspci_device(header: re.Match[str]) -> PciGpu:
     description = header["description"]
     ids = _PCI_IDS.search(description)
     if not ids:
@@ -126,16 +126,15 @@ def _lspci_device(header: re.Match[str]) -> dict[str, Any]:
         )
     device_name = _VENDOR_NAME.sub("", description[: ids.start()]).strip()
     vendor_id = ids["vendor_id"].lower()
-    return {
-        "slot": _full_slot(header["slot"]),
-        "vendor": VENDOR_IDS.get(vendor_id, "other"),
-        "vendor_id": vendor_id,
-        "device_id": ids["device_id"].lower(),
-        "model": _marketing_name(device_name),
-        "device_name": device_name,
-        "driver": None,
-        "modules": (),
-    }
+    return PciGpu(
+        slot=_full_slot(header["slot"]),
+        vendor=VENDOR_IDS.get(vendor_id, "other"),
+        vendor_id=vendor_id,
+        device_id=ids["device_id"].lower(),
+        model=_marketing_name(device_name),
+        device_name=device_name,
+        driver=None,
+    )
 
 
 def _full_slot(slot: str) -> str:
@@ -255,7 +254,10 @@ def _nvidia_float(value: str | None, field: str, text: str) -> float | None:
 
 
 def _nvidia_int(value: str | None, field: str, text: str) -> int | None:
-    number = _nvidia_float(value, field, text)
+    return _rounded(_nvidia_float(value, field, text))
+
+
+def _rounded(number: float | None) -> int | None:
     return None if number is None else round(number)
 
 
@@ -285,11 +287,14 @@ def parse_nvidia_smi_xml(text: str) -> list[NvidiaGpu]:
     driver_version = _xml_text(root, "driver_version")
     gpus = []
     for index, gpu in enumerate(root.iterfind("gpu")):
-        # Drivers >= 570 report instant/average power; older ones one power_draw.
-        power = (
-            _xml_text(gpu, "gpu_power_readings/power_draw")
-            or _xml_text(gpu, "gpu_power_readings/instant_power_draw")
-            or _xml_text(gpu, "power_readings/power_draw")
+        # Logs of format v13 report instant/average power; older ones one power_draw.
+        power = _first(
+            _xml_number(gpu, path, text)
+            for path in (
+                "gpu_power_readings/power_draw",
+                "gpu_power_readings/instant_power_draw",
+                "power_readings/power_draw",
+            )
         )
         gpus.append(
             NvidiaGpu(
@@ -297,24 +302,20 @@ def parse_nvidia_smi_xml(text: str) -> list[NvidiaGpu]:
                 name=_xml_text(gpu, "product_name"),
                 uuid=_xml_text(gpu, "uuid"),
                 driver_version=driver_version,
-                memory_total_mib=_nvidia_int(
-                    _xml_text(gpu, "fb_memory_usage/total"), "fb_memory_usage/total", text
-                ),
-                memory_used_mib=_nvidia_int(
-                    _xml_text(gpu, "fb_memory_usage/used"), "fb_memory_usage/used", text
-                ),
-                utilization_pct=_nvidia_int(
-                    _xml_text(gpu, "utilization/gpu_util"), "utilization/gpu_util", text
-                ),
-                temperature_c=_nvidia_int(
-                    _xml_text(gpu, "temperature/gpu_temp"), "temperature/gpu_temp", text
-                ),
-                power_draw_w=_nvidia_float(power, "power_draw", text),
+                memory_total_mib=_rounded(_xml_number(gpu, "fb_memory_usage/total", text)),
+                memory_used_mib=_rounded(_xml_number(gpu, "fb_memory_usage/used", text)),
+                utilization_pct=_rounded(_xml_number(gpu, "utilization/gpu_util", text)),
+                temperature_c=_rounded(_xml_number(gpu, "temperature/gpu_temp", text)),
+                power_draw_w=power,
                 mig_mode=_enabled(_xml_text(gpu, "mig_mode/current_mig")),
                 pci_bus_id=_pci_bus_id(_xml_text(gpu, "pci/pci_bus_id") or gpu.get("id")),
             )
         )
     return gpus
+
+
+def _xml_number(element: ET.Element, path: str, text: str) -> float | None:
+    return _nvidia_float(_xml_text(element, path), path, text)
 
 
 def _xml_text(element: ET.Element, path: str) -> str | None:
@@ -330,7 +331,7 @@ class AmdGpu:
     """One GPU as ``rocm-smi --json`` (or ``amd-smi --json``) reports it."""
 
     card: str  # card0, card1... in the tool's device order
-    model: str | None  # "Radeon RX 7900 XT"; None where the tool only gives hex ids
+    model: str | None  # marketing name as in PciGpu.model; None where the tool gives hex ids
     gfx_version: str | None  # gfx1100
     pci_bus: str | None  # 0000:03:00.0, like PciGpu.slot
     vram_total_mib: int | None
@@ -343,8 +344,8 @@ ROCM_SMI_QUERY = (
     "rocm-smi --showproductname --showmeminfo vram --showuse --showtemp --showbus --json"
 )
 
-# rocm-smi renamed its JSON keys between releases ("Card series" in 4.x/5.x, "Card Series"
-# in 6.x, "Device Name" from 6.1): keys are looked up case-insensitively, first match wins.
+# rocm-smi renamed its JSON keys between releases ("Card series" up to 5.x, "Card Series" and
+# "Device Name" in 6.x): keys are looked up case-insensitively, first match wins.
 _ROCM_MODEL_KEYS = ("card series", "device name", "card model")
 _ROCM_TEMPERATURE_KEYS = (
     "temperature (sensor edge) (c)",
@@ -411,7 +412,9 @@ def _rocm_text(value: str | None, lower: bool = False) -> str | None:
 def _rocm_name(value: str | None) -> str | None:
     text = _rocm_text(value)
     # Older releases put hex ids ("0x1002") where the name belongs.
-    return None if text is None or re.fullmatch(r"0x[0-9a-fA-F]+", text) else text
+    if text is None or re.fullmatch(r"0x[0-9a-fA-F]+", text):
+        return None
+    return _marketing_name(text)
 
 
 def _rocm_number(value: str | None) -> float | None:
@@ -451,10 +454,10 @@ def parse_amd_smi_json(text: str) -> list[AmdGpu]:
         gpus.append(
             AmdGpu(
                 card=f"card{entry['gpu']}",
-                model=_rocm_text(asic.get("market_name")),
+                model=_rocm_name(asic.get("market_name")),
                 gfx_version=_rocm_text(asic.get("target_graphics_version")),
                 pci_bus=_rocm_text(bus.get("bdf"), lower=True),
-                # metric reports total_vram; static reports vram.size (vram_size before 6.3)
+                # metric reports mem_usage.total_vram; static reports vram.size (or vram_size)
                 vram_total_mib=_first(
                     _amd_mib(measure)
                     for measure in (
@@ -485,7 +488,7 @@ def _amd_mib(measure: Any) -> int | None:
     if value is None:
         return None
     unit = measure.get("unit", "MB")
-    # amd-smi's "MB" are MiB (a 16 GiB card reports 16368 MB).
+    # amd-smi labels MiB as "MB".
     return int(value * 1024) if unit == "GB" else int(value)
 
 

@@ -101,7 +101,11 @@ def parse_unit_show(text: str) -> dict[str, UnitStatus]:
     for block in text.strip().split("\n\n"):
         if not block.strip():
             continue
-        props = dict(line.partition("=")[::2] for line in block.splitlines() if "=" in line)
+        props = {}
+        for line in block.splitlines():
+            key, equals, value = line.partition("=")
+            if equals:
+                props[key] = value
         try:
             name = props["Id"]
             units[name] = UnitStatus(

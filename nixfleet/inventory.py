@@ -154,7 +154,7 @@ def build_fleet(
     connect = connection or fleet_connection
     host_data = {
         name: {
-            **{k: v for k, v in raw[name].items() if k not in host.model_fields},
+            **{k: v for k, v in raw[name].items() if k not in Host.model_fields},
             **host.model_dump(mode="json", exclude={"name"}),
             **connect(host),
         }

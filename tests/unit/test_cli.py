@@ -70,8 +70,10 @@ def test_stale_generated_files_are_found_and_rewritten(root, tmp_path):
     result = subprocess.run([sys.executable, "-m", "nixfleet", "generate", "--check"],
                             cwd=tmp_path, capture_output=True, text=True, env=env)
     assert result.returncode == 1
-    assert "generated files are stale: nix/hosts/dex5550.json" in result.stderr
-    assert "nix/hosts/gone.json" in result.stderr
+    assert result.stderr == (
+        "nixfleet: error: generated files are stale: nix/hosts/p620.json, nix/hosts/razer.json, "
+        "nix/hosts/p510.json, nix/hosts/dex5550.json, nix/hosts/gone.json "
+        "(run `nixfleet generate`)\n")
     result = subprocess.run([sys.executable, "-m", "nixfleet", "generate"], cwd=tmp_path,
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr

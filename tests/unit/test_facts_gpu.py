@@ -286,7 +286,7 @@ def test_rocm6_product_use_and_vram() -> None:
 def test_rocm612_device_name_temperature_and_bus() -> None:
     (gpu,) = parse_rocm_smi_json(fixture("rocm-smi-json-rx6700xt-rocm612.json"))
 
-    assert gpu.model == "Navi 22 [Radeon RX 6700/6700 XT / 6800M]"
+    assert gpu.model == "Radeon RX 6700/6700 XT / 6800M"
     assert (gpu.gfx_version, gpu.pci_bus, gpu.temperature_c) == ("gfx1031", "0000:07:00.0", 45.0)
     assert (gpu.vram_total_mib, gpu.vram_used_mib) == (12272, 1499)
 
@@ -302,7 +302,7 @@ def test_six_mi100_cards() -> None:
     gpus = parse_rocm_smi_json(fixture("rocm-smi-json-6x-mi100-rocm571.json"))
 
     assert [g.card for g in gpus] == [f"card{i}" for i in range(6)]
-    assert {g.model for g in gpus} == {"Arcturus GL-XL [Instinct MI100]"}
+    assert {g.model for g in gpus} == {"Instinct MI100"}
     assert [g.temperature_c for g in gpus] == [31.0, 30.0, 31.0, 33.0, 32.0, 33.0]
 
 
@@ -482,3 +482,22 @@ def test_garbage_output_is_a_readable_fact_error_not_a_traceback(
         assert get_fact(state, host, NvidiaGpus, kwargs={"_ignore_errors": True}) == []
 
     assert "nvidia-smi: expected 10 comma-separated values per GPU, got 2" in caplog.text
+
+
+def test_lspci_verbose_lines_with_prog_if_are_read_too() -> None:
+    # `lspci -vnn` header of a TigerLake iGPU, https://github.com/oracle/linux-uek/issues/34
+    text = (
+        "00:02.0 VGA compatible controller [0300]: Intel Corporation TigerLake-H GT1 "
+        "[UHD Graphics] [8086:9a60] (rev 01) (prog-if 00 [VGA controller])\n"
+        "Kernel driver in use: i915\n"
+        "Kernel modules: i915\n"
+    )
+
+    (gpu,) = parse_lspci_nnk(text)
+
+    assert (gpu.device_id, gpu.model, gpu.device_name, gpu.driver) == (
+        "9a60",
+        "UHD Graphics",
+        "TigerLake-H GT1 [UHD Graphics]",
+        "i915",
+    )

@@ -72,17 +72,27 @@ def test_limit_selects_with_pyinfra_rules(root):
         fleet.select(["nvidai"])
 
 
-def test_pyinfra_applies_limit_to_the_same_hosts(root):
-    """pyinfra's own --limit code, fed our inventory, picks the same hosts."""
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.cli import _apply_inventory_limit
-    from pyinfra_cli.inventory import make_inventory
+PICK_WITH_PYINFRA = """
+import sys
+from pyinfra.api import State
+from pyinfra.context import ctx_state
+from pyinfra_cli.cli import _apply_inventory_limit
+from pyinfra_cli.inventory import make_inventory
 
-    ctx_state.set(State())
-    inventory = make_inventory(str(root / "inventory.py"), cwd=str(root))
-    picked = _apply_inventory_limit(inventory, ["nvidia"]) or []
-    assert sorted(h.name for h in picked) == ["p510", "razer"]
+ctx_state.set(State())
+inventory = make_inventory("inventory.py", cwd=".")
+print(" ".join(sorted(h.name for h in _apply_inventory_limit(inventory, sys.argv[1:]))))
+"""
+
+
+@pytest.mark.parametrize(("limit", "hosts"), [("nvidia", "p510 razer"), ("amd", "p620"),
+                                              ("intel", "dex5550")])
+def test_pyinfra_applies_limit_to_the_same_hosts(root, limit, hosts):
+    """pyinfra's own --limit code, fed our inventory, picks these hosts (in a subprocess:
+    importing pyinfra_cli monkey-patches the process with gevent)."""
+    result = subprocess.run([sys.executable, "-c", PICK_WITH_PYINFRA, limit], cwd=root,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == hosts
 
 
 def test_pyinfra_debug_inventory_lists_the_four_hosts(root):
@@ -134,7 +144,8 @@ def _break_monitoring_typo(entries):
 
 
 def _break_wrong_type(entries):
-    entry(entries, "p510")["features"]["development"]["enable"] = "yes"
+    features = entry(entries, "p510")["features"]
+    features["development"] = {**features["development"], "enable": "yes"}
 
 
 def _break_unknown_class(entries):
