@@ -20,6 +20,7 @@ from pyinfra.api import FactBase
 from typing_extensions import override
 
 from facts.errors import FactParseError
+from facts.results import FactResult
 
 T = TypeVar("T")
 Vendor = Literal["amd", "nvidia", "intel", "other"]
@@ -48,7 +49,7 @@ _CLASS_OF_VENDOR: dict[Vendor, HardwareClass] = {
 
 
 @dataclass(frozen=True)
-class PciGpu:
+class PciGpu(FactResult):
     """One display-class PCI device from ``lspci -nnk``."""
 
     slot: str  # always with its domain: 0000:01:00.0
@@ -152,7 +153,7 @@ def _marketing_name(device_name: str) -> str:
 
 
 @dataclass(frozen=True)
-class NvidiaGpu:
+class NvidiaGpu(FactResult):
     """One GPU as ``nvidia-smi`` reports it; None where it says N/A or Not Supported."""
 
     index: int
@@ -327,7 +328,7 @@ def _xml_text(element: ET.Element, path: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class AmdGpu:
+class AmdGpu(FactResult):
     """One GPU as ``rocm-smi --json`` (or ``amd-smi --json``) reports it."""
 
     card: str  # card0, card1... in the tool's device order
@@ -496,7 +497,7 @@ def _amd_mib(measure: Any) -> int | None:
 
 
 @dataclass(frozen=True)
-class GpuState:
+class GpuState(FactResult):
     """What kind of GPU machine a host is, and whether its compute stack works."""
 
     hardware_class: HardwareClass  # hybrid: an iGPU next to a dGPU of another vendor

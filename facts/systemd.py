@@ -15,6 +15,7 @@ from pyinfra.api import FactBase, QuoteString, StringCommand
 from typing_extensions import override
 
 from facts.errors import FactParseError
+from facts.results import FactResult
 
 # What systemctl is-system-running prints (systemctl(1)).
 ManagerState = Literal[
@@ -27,7 +28,7 @@ LOAD_STATES = frozenset({"stub", "loaded", "not-found", "bad-setting", "error", 
 
 
 @dataclass(frozen=True)
-class UnitStatus:
+class UnitStatus(FactResult):
     """One unit's load, active and sub state (``systemctl list-units`` columns)."""
 
     name: str  # the unit's full id: sshd.service
