@@ -130,10 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[Any], None]]:
-    from nixfleet import overview
+    from nixfleet import nixcli, overview
     from nixfleet.lab import cli as lab_cli
 
-    return [overview.register, lab_cli.register]
+    return [overview.register, nixcli.register, lab_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

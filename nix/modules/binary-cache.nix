@@ -1,0 +1,69 @@
+# The fleet's binary cache: nix-serve on one host, signing with a key from agenix; every other
+# host substitutes from it and trusts its public key.
+{ config, lib, ... }:
+let
+  inherit (lib) mkEnableOption mkIf mkMerge mkOption types;
+  cfg = config.nixfleet.binaryCache;
+  ports = lib.importJSON ../lib/ports.json;
+  ageSecrets = config.age.secrets or { };
+in
+{
+  options.nixfleet.binaryCache = {
+    server = {
+      enable = mkEnableOption "serving this host's Nix store to the fleet with nix-serve";
+      secretName = mkOption {
+        type = types.str;
+        default = "binary-cache-key";
+        description = "agenix secret holding the signing key (nix-store --generate-binary-cache-key).";
+      };
+    };
+    client = {
+      enable = mkEnableOption "substituting from the fleet's binary cache";
+      url = mkOption {
+        type = types.str;
+        default = "";
+        example = "http://cache-host:5000";
+        description = "URL of the fleet's cache.";
+      };
+    };
+    publicKey = mkOption {
+      type = types.str;
+      default = "";
+      example = "nixfleet-cache-1:7z/A5+C8jX+MwZxDf5RzjvE+6Bm+2nkmvF+JuWynMjY=";
+      description = "Public half of the signing key (name:base64), trusted by the clients.";
+    };
+  };
+
+  config = mkMerge [
+    (mkIf cfg.server.enable {
+      assertions = [
+        {
+          assertion = ageSecrets ? ${cfg.server.secretName};
+          message = "nixfleet.binaryCache.server needs the agenix secret ${cfg.server.secretName} on this host (nix/secrets.json)";
+        }
+      ];
+      services.nix-serve = {
+        enable = true;
+        port = ports.binaryCache;
+        openFirewall = true;
+        # nix-serve reads it through systemd's LoadCredential, so root:root 0400 is enough.
+        secretKeyFile = (ageSecrets.${cfg.server.secretName} or { path = null; }).path;
+      };
+    })
+    (mkIf cfg.client.enable {
+      assertions = [
+        {
+          assertion = cfg.client.url != "" && cfg.publicKey != "";
+          message = "nixfleet.binaryCache.client needs url and publicKey";
+        }
+      ];
+      nix.settings = {
+        # Listed before cache.nixos.org (which NixOS appends), so the fleet's cache is asked first.
+        substituters = [ cfg.client.url ];
+        trusted-public-keys = [ cfg.publicKey ];
+        # A sleeping cache host must not stall every build for long.
+        connect-timeout = 5;
+      };
+    })
+  ];
+}

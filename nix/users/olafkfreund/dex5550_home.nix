@@ -1,0 +1,4 @@
+# olafkfreund on the small form factor server.
+{
+  imports = [ ./common.nix ];
+}

@@ -1,0 +1,4 @@
+# olafkfreund on the Xeon server.
+{
+  imports = [ ./common.nix ];
+}

@@ -1,0 +1,6 @@
+# olafkfreund on the hybrid-graphics laptop.
+{ pkgs, ... }:
+{
+  imports = [ ./common.nix ];
+  home.packages = [ pkgs.powertop ];
+}
