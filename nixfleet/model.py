@@ -281,6 +281,13 @@ class Ssh(Strict):
     hostKey: SshPublicKey | None = None
 
 
+class Deploy(Strict):
+    """How deploys treat this host (group_data/all.py sets the fleet's defaults)."""
+
+    # A deploy lock older than this many seconds is stale and taken over.
+    lockTtl: Annotated[int, Field(ge=60, le=86400)] = 3600
+
+
 class Host(Strict):
     name: HostName
     hardware_class: HardwareClass
@@ -295,6 +302,7 @@ class Host(Strict):
     features: Features = Features()
     system: System = System()
     ssh: Ssh = Ssh()
+    deploy: Deploy = Deploy()
 
     @model_validator(mode="after")
     def _hardware_agrees(self) -> Host:
@@ -326,7 +334,7 @@ class Host(Strict):
 
     def nix_data(self) -> dict[str, Any]:
         """What the flake reads from nix/hosts/<name>.json: everything but how to connect."""
-        return self.model_dump(mode="json", exclude={"ssh"})
+        return self.model_dump(mode="json", exclude={"ssh", "deploy"})
 
 
 # The model's own keys; anything else in host data must be pyinfra's (ssh_*, _sudo, ...).

@@ -16,6 +16,8 @@ out = Path(os.environ["out"])
 (out / "nixos-version").write_text(os.environ["nixosVersion"])
 (out / "kernel-version").write_text(os.environ["kernelVersion"])
 (out / "host.json").write_text(os.environ["hostData"])
+# The system's packages (their store paths make them part of the closure).
+(out / "sw" / "packages").write_text(os.environ["packages"] + "\n")
 for link in ("kernel", "kernel-modules", "initrd"):
     os.symlink(os.environ[link.replace("-m", "M")], out / link)
 

@@ -32,15 +32,50 @@ let
     restart = extra.restart or "on-failure";
   };
 
+  features = data.features;
+  nodeExporter = monitoring.enable && monitoring.features.nodeExporter;
+  ollama = features.ai.enable && features.ai.ollama;
+
   featureUnits = listToAttrs (filter (u: u.value != null) [
     {
       name = "prometheus-node-exporter";
-      value = if monitoring.enable && monitoring.features.nodeExporter
+      value = if nodeExporter
         then service "Prometheus node exporter"
           "/usr/bin/prometheus-node-exporter --web.listen-address=:9100" { }
         else null;
     }
+    {
+      # STAND-IN: no registry ships Ollama; this answers its HTTP API's version and tags.
+      name = "ollama";
+      value = if ollama
+        then service "Ollama (lab stand-in)" "/usr/lib/nixfleet-lab/standins/ollama serve" { }
+        else null;
+    }
   ]);
+
+  # Named, versioned store paths for what each feature installs, so that a deploy's closure
+  # difference reads like a real one (package: old -> new version, size).
+  package = pname: version: textFile "${pname}-${version}"
+    (builtins.concatStringsSep "" (builtins.genList (_: "${pname} ${version} lab package\n") 512));
+  when = cond: list: if cond then list else [ ];
+  dev = features.development;
+  virt = features.virtualization;
+  cloud = features.cloud;
+  packages = [ (package "bash" "5.2.37") (package "coreutils" "9.5") ]
+    ++ when (dev.enable && dev.python) [ (package "python3" "3.12.8") ]
+    ++ when (dev.enable && dev.go) [ (package "go" "1.23.4") ]
+    ++ when (dev.enable && dev.nodejs) [ (package "nodejs" "22.11.0") ]
+    ++ when (dev.enable && dev.cargo) [ (package "cargo" "1.83.0") ]
+    ++ when (virt.enable && virt.docker) [ (package "docker" "27.3.1") ]
+    ++ when (virt.enable && virt.podman) [ (package "podman" "5.3.1") ]
+    ++ when (cloud.enable && cloud.aws) [ (package "awscli2" "2.22.0") ]
+    ++ when (cloud.enable && cloud.k8s) [ (package "kubectl" "1.31.3") ]
+    ++ when (cloud.enable && cloud.terraform) [ (package "terraform" "1.10.0") ]
+    ++ when (features.security.enable && features.security.gnupg) [ (package "gnupg" "2.4.7") ]
+    ++ when (features.networking.enable && features.networking.tailscale)
+      [ (package "tailscale" "1.78.1") ]
+    ++ when ollama [ (package "ollama" "0.5.7") ]
+    ++ when nodeExporter [ (package "prometheus-node-exporter" "1.8.2") ];
 
   units = featureUnits // extraUnits;
 in
@@ -53,6 +88,7 @@ derivation {
   hostName = name;
   nixosVersion = "${data.system.stateVersion}.lab";
   inherit kernelVersion kernel kernelModules initrd;
+  packages = concatStringsSep "\n" packages;
   hostData = toJSON data;
   units = toJSON units;
 }

@@ -253,7 +253,7 @@ class Lab:
         bin_dir.mkdir(parents=True)
         for tool in standin_tools(host.model):
             (bin_dir / tool).symlink_to(f"/usr/lib/nixfleet-lab/standins/{tool}")
-        for rel, content in lab_flake_files(self.fleet, self.root).items():
+        for rel, content in lab_flake_files(self.fleet.hosts.values(), self.root).items():
             path = etc / "nixos" / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)

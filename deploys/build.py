@@ -1,0 +1,5 @@
+"""nixos-rebuild build on every selected host: pyinfra inventory.py deploys/build.py --limit ... -y"""
+
+from nixfleet.deploy import deploy
+
+deploy("build")

@@ -1,0 +1,5 @@
+"""nixos-rebuild switch on every selected host: pyinfra inventory.py deploys/switch.py --limit ... -y"""
+
+from nixfleet.deploy import deploy
+
+deploy("switch")

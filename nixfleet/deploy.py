@@ -1,0 +1,177 @@
+"""What deploy files call: one rebuild per host, and a summary when pyinfra is done.
+
+    # deploys/switch.py
+    from nixfleet.deploy import deploy
+    deploy("switch")
+
+The summary (a table, and summary.json under .deploy-logs/<deploy id>/) lists every selected
+host: generation before -> after, changed or not, closure difference, duration, result and
+reason. Hosts that could not be reached are listed too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import json
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host, inventory, state
+from pyinfra.api.operation import OperationMeta
+
+from nixfleet.files import write_atomic
+from nixfleet.flake import fleet_flake_files, flake_ref, lab_flake_files
+from nixfleet.inventory import current_target, project_root
+from nixfleet.model import MODEL_KEYS, Host
+
+DEPLOY_ID = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+_operations: dict[str, tuple[str, OperationMeta]] = {}
+
+
+@dataclass
+class HostResult:
+    host: str
+    action: str
+    result: str  # changed | unchanged | built | failed | locked | unreachable
+    reason: str = ""
+    generation_before: str = ""
+    generation_after: str = ""
+    toplevel: str = ""
+    flake: str = ""
+    duration: str = ""
+    closure_before: str = ""
+    closure_after: str = ""
+    diff: list[str] = field(default_factory=list)
+    would: list[str] = field(default_factory=list)
+
+    @property
+    def closure_delta(self) -> str:
+        if not (self.closure_before and self.closure_after):
+            return ""
+        delta = int(self.closure_after) - int(self.closure_before)
+        return f"{delta / 2**20:+.1f} MiB" if abs(delta) >= 2**20 else f"{delta / 2**10:+.1f} KiB"
+
+
+def parse_result(name: str, action: str, lines: list[str]) -> HostResult:
+    """Read deploy.sh's `NIXFLEET key=value` lines."""
+    result = HostResult(host=name, action=action, result="failed",
+                        reason="no result from the host")
+    for line in lines:
+        if not line.startswith("NIXFLEET "):
+            continue
+        key, _, value = line[len("NIXFLEET "):].partition("=")
+        if key in ("diff", "would"):
+            getattr(result, key).append(value)
+        elif key == "system_before" or key == "system_after":
+            continue
+        elif hasattr(result, key):
+            setattr(result, key, value)
+    return result
+
+
+@cache
+def _fleet_hosts() -> tuple[Host, ...]:
+    """Every host of the inventory pyinfra loaded, as the validated model."""
+    return tuple(
+        Host.model_validate({"name": h.name, **{k: v for k, v in h.data.dict().items()
+                                                if k in MODEL_KEYS}})
+        for h in inventory
+    )
+
+
+@cache
+def _flake_files(target: str) -> dict[str, bytes]:
+    root = project_root()
+    if target == "lab":
+        return lab_flake_files(_fleet_hosts(), root)
+    return fleet_flake_files(root)
+
+
+def _owner() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def deploy(action: str) -> None:
+    """Queue this host's rebuild (called by deploy files, once per host)."""
+    from operations import nixos
+
+    if not _operations:
+        atexit.register(print_summary)
+    target = current_target()
+    flake_dir = host.data.system["paths"]["flakeDir"]
+    meta = nixos.rebuild(
+        name=f"nixos-rebuild {action}",
+        action=action,
+        flake_files=_flake_files(target),
+        flake_dir=flake_dir,
+        flake_ref=flake_ref(target, flake_dir),
+        deploy_id=DEPLOY_ID,
+        owner=_owner(),
+        lock_ttl=host.data.deploy["lockTtl"],
+    )
+    _operations[host.name] = (action, meta)
+
+
+def rollback(generation: int | None = None) -> None:
+    """Queue this host's rollback to the previous (or the given) generation."""
+    from operations import nixos
+
+    if not _operations:
+        atexit.register(print_summary)
+    meta = nixos.rollback(name="nixos-rebuild switch --rollback", deploy_id=DEPLOY_ID,
+                          owner=_owner(), generation=generation,
+                          lock_ttl=host.data.deploy["lockTtl"])
+    _operations[host.name] = ("rollback", meta)
+
+
+def collect() -> list[HostResult]:
+    results = []
+    for name, (action, meta) in _operations.items():
+        if meta.is_complete():
+            results.append(parse_result(name, action, meta.stdout_lines + meta.stderr_lines))
+        else:
+            results.append(HostResult(name, action, "failed",
+                                      "not run (the host failed earlier; see above)"))
+    reached = set(_operations)
+    for pyinfra_host in state.failed_hosts:
+        if pyinfra_host.name not in reached:
+            results.append(HostResult(pyinfra_host.name, "-", "unreachable",
+                                      "could not connect (see above)"))
+    return results
+
+
+def print_summary() -> None:
+    results = collect()
+    if not results:
+        return
+    log_dir = project_root() / ".deploy-logs" / DEPLOY_ID
+    summary: list[dict[str, Any]] = [{**asdict(r), "closure_delta": r.closure_delta}
+                                     for r in results]
+    write_atomic(log_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("host", "action", "generation", "result", "closure", "time", "reason",
+                  title=f"nixfleet deploy {DEPLOY_ID}")
+    colours = {"changed": "green", "unchanged": "cyan", "built": "green", "failed": "red",
+               "locked": "red", "unreachable": "red"}
+    for r in results:
+        generation = f"{r.generation_before or '-'} -> {r.generation_after or '-'}"
+        colour = colours.get(r.result, "white")
+        table.add_row(r.host, r.action, generation, f"[{colour}]{r.result}[/{colour}]",
+                      r.closure_delta or "-", f"{r.duration}s" if r.duration else "-", r.reason)
+    console = Console(stderr=False)
+    console.print(table)
+    for r in results:
+        for line in r.diff:
+            console.print(f"  {r.host}: {line}", highlight=False)
+        for line in r.would:
+            console.print(f"  {r.host}: {line}", highlight=False)
+    console.print(f"summary: {log_dir / 'summary.json'}", highlight=False)
