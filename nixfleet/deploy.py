@@ -174,4 +174,4 @@ def print_summary() -> None:
             console.print(f"  {r.host}: {line}", highlight=False)
         for line in r.would:
             console.print(f"  {r.host}: {line}", highlight=False)
-    console.print(f"summary: {log_dir / 'summary.json'}", highlight=False)
+    print(f"summary: {log_dir / 'summary.json'}", flush=True)  # plain: never wrapped

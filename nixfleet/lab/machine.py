@@ -156,25 +156,37 @@ class Lab:
         started = time.monotonic()
         self.paths.state.mkdir(parents=True, exist_ok=True)
         self._remove_hosts_not_in_fleet()
+        if not rootfs.rootfs_path(self.paths.cache).is_dir():
+            self.progress("lab: building the Debian rootfs (once; cached afterwards)")
+        lowers = [self._files_layer(),
+                  rootfs.ensure_rootfs(self.paths.cache, self.paths.cache / "build.log")]
+        # A host running on older lab files or an older rootfs is restarted onto the new ones.
+        stale = [h for h in self.hosts if self.running(h) and self._lowers(h) != lowers]
+        for host in stale:
+            self.progress(f"lab: {host.name} runs older lab files; restarting it")
+            self._stop(host)
         todo = [h for h in self.hosts if not self.running(h)]
         if not todo:
             self.progress(f"lab: all {len(self.hosts)} hosts already running")
             return
-        self.progress("lab: preparing the Debian rootfs (built once, then cached)")
-        base = rootfs.ensure_rootfs(self.paths.cache, self.paths.cache / "build.log")
-        layer = self._files_layer()
         self._ensure_key()
         self._ensure_bridge()
         for host in todo:
             self._prepare(host)
         self._write_known_hosts()
         for host in todo:
-            self._start(host, [layer, base])
+            self._start(host, lowers)
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:
             states = list(pool.map(self._wait_ready, todo))
         for host, state in zip(todo, states, strict=True):
             self.progress(f"lab: {host.name} {state} at {host.address}")
         self.progress(f"lab: {len(todo)} host(s) up in {time.monotonic() - started:.1f} s")
+
+    def _lowers(self, host: LabHost) -> list[Path]:
+        try:
+            return [Path(p) for p in (host.dir / "lowers").read_text().split()]
+        except OSError:
+            return []
 
     def _files_layer(self) -> Path:
         """nixfleet's own lab files as a read-only layer, content-addressed."""
@@ -277,6 +289,7 @@ class Lab:
             lowerdir = ":".join(str(p) for p in lowers)
             _run(["mount", "-t", "overlay", "overlay", "-o",
                   f"lowerdir={lowerdir},upperdir={host.upper},workdir={work}", str(host.merged)])
+        (host.dir / "lowers").write_text("".join(f"{p}\n" for p in lowers))
         log = (host.dir / "console.log").open("ab")
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "nixfleet.lab.supervise", host.name, str(host.merged),
