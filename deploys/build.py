@@ -1,4 +1,7 @@
-"""nixos-rebuild build on every selected host: pyinfra inventory.py deploys/build.py --limit ... -y"""
+"""nixos-rebuild build on every selected host.
+
+    pyinfra inventory.py deploys/build.py [--limit HOST|GROUP] -y
+"""
 
 from nixfleet.deploy import deploy
 

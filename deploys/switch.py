@@ -1,4 +1,7 @@
-"""nixos-rebuild switch on every selected host: pyinfra inventory.py deploys/switch.py --limit ... -y"""
+"""nixos-rebuild switch on every selected host.
+
+    pyinfra inventory.py deploys/switch.py [--limit HOST|GROUP] -y
+"""
 
 from nixfleet.deploy import deploy
 

@@ -16,8 +16,9 @@ HASH_FILE = ".nixfleet-flake-hash"
 
 @dataclass(frozen=True)
 class FlakeState(FactResult):
-    """The hash nixfleet last wrote into the flake directory ("none" if it never did) and,
-    unless that already is the wanted hash, the sha256 of every file in it."""
+    """The hash nixfleet last wrote into the flake directory ("none" if it never did) and
+    the sha256 of every file in it (the files are what counts: someone may have edited
+    them since)."""
 
     flake_hash: str
     files: dict[str, str] = field(default_factory=dict)
@@ -38,20 +39,19 @@ def parse_flake_state(text: str) -> FlakeState:
 
 class FlakeDirectory(FactBase[FlakeState]):
     """
-    Returns the state of a host's flake directory: file hashes are listed only when the
-    directory does not already hold the wanted flake, so an unchanged flake costs one line.
+    Returns the state of a host's flake directory: the hash nixfleet recorded there and
+    the sha256 of each file.
 
     + flake_dir: the directory (/etc/nixos by default)
-    + want_hash: the hash of the flake the deployer is about to send
     """
 
     @override
-    def command(self, flake_dir: str, want_hash: str) -> StringCommand:
-        # Assignments cannot take QuoteString's padding, so the values are shlex-quoted.
+    def command(self, flake_dir: str) -> StringCommand:
+        # An assignment cannot take QuoteString's padding, so the value is shlex-quoted.
         return StringCommand(
-            f"d={shlex.quote(flake_dir)}; w={shlex.quote(want_hash)};"
-            f' h=$(cat "$d/{HASH_FILE}" 2>/dev/null || echo none); echo "$h";'
-            ' [ "$h" = "$w" ] || { cd "$d" 2>/dev/null && find . -type f'
+            f"d={shlex.quote(flake_dir)};"
+            f' cat "$d/{HASH_FILE}" 2>/dev/null || echo none;'
+            ' { cd "$d" 2>/dev/null && find . -type f'
             f" ! -name '.nixfleet-*' -exec sha256sum {{}} + ; }}; true"
         )
 

@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_commands() -> list[Callable[[Any], None]]:
     from nixfleet import nixcli, overview
     from nixfleet.lab import cli as lab_cli
+    from nixfleet.secrets import cli as secrets_cli
 
-    return [overview.register, nixcli.register, lab_cli.register]
+    return [overview.register, nixcli.register, secrets_cli.register, lab_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

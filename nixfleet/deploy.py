@@ -19,16 +19,18 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyinfra import host, inventory, state
 from pyinfra.api.operation import OperationMeta
 
 from nixfleet.files import write_atomic
-from nixfleet.flake import fleet_flake_files, flake_ref, lab_flake_files
+from nixfleet.flake import flake_ref, fleet_flake_files, lab_flake_files
 from nixfleet.inventory import current_target, project_root
 from nixfleet.model import MODEL_KEYS, Host
+
+if TYPE_CHECKING:
+    from operations.nixos import Action
 
 DEPLOY_ID = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
 _operations: dict[str, tuple[str, OperationMeta]] = {}
@@ -49,6 +51,7 @@ class HostResult:
     closure_after: str = ""
     diff: list[str] = field(default_factory=list)
     would: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: lock, flake, build, ...
 
     @property
     def closure_delta(self) -> str:
@@ -68,6 +71,8 @@ def parse_result(name: str, action: str, lines: list[str]) -> HostResult:
         key, _, value = line[len("NIXFLEET "):].partition("=")
         if key in ("diff", "would"):
             getattr(result, key).append(value)
+        elif key.startswith("phase_"):
+            result.phases[key[len("phase_"):]] = float(value)
         elif key == "system_before" or key == "system_after":
             continue
         elif hasattr(result, key):
@@ -97,7 +102,7 @@ def _owner() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def deploy(action: str) -> None:
+def deploy(action: Action) -> None:
     """Queue this host's rebuild (called by deploy files, once per host)."""
     from operations import nixos
 

@@ -7,6 +7,7 @@ The flake reads nix/hosts/*.json with builtins.fromJSON, so Nix and Python canno
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from nixfleet.errors import NixfleetError
@@ -29,37 +30,51 @@ def known_hosts(fleet: Fleet) -> str:
 
 
 def generated_files(fleet: Fleet, root: Path) -> dict[Path, str]:
+    """Every file derived from the inventory: host data, known_hosts, agenix rules."""
+    from nixfleet.secrets import rules as secret_rules
+
     files = {
         root / "nix" / "hosts" / f"{name}.json": host_data_json(host.nix_data())
         for name, host in fleet.hosts.items()
     }
     files[root / "known_hosts"] = known_hosts(fleet)
+    files.update(secret_rules.generated_files(secret_rules.load_rules(fleet, root), root))
     return files
+
+
+def stale(wanted: Mapping[Path, str]) -> list[Path]:
+    """Which of these files are missing or differ from what they should contain."""
+    return [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
+
+
+def write_stale(wanted: Mapping[Path, str]) -> list[Path]:
+    """Write the files that are not current (atomically); return them."""
+    changed = stale(wanted)
+    for path in changed:
+        write_atomic(path, wanted[path])
+    return changed
 
 
 def stale_files(fleet: Fleet, root: Path) -> list[Path]:
     """Generated files that differ from what the inventory gives, plus orphaned host files."""
     wanted = generated_files(fleet, root)
-    stale = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
-    hosts_dir = root / "nix" / "hosts"
-    stale += sorted(p for p in hosts_dir.glob("*.json") if p not in wanted)
-    return stale
+    orphans = sorted(p for p in (root / "nix" / "hosts").glob("*.json") if p not in wanted)
+    return stale(wanted) + orphans
 
 
 def generate(fleet: Fleet, root: Path) -> list[Path]:
     """Write the generated files; remove host files of hosts that left the inventory."""
-    wanted = generated_files(fleet, root)
     changed = stale_files(fleet, root)
+    write_stale(generated_files(fleet, root))
     for path in changed:
-        if path in wanted:
-            write_atomic(path, wanted[path])
-        else:
+        if path.is_file() and path.parent == root / "nix" / "hosts" and \
+                path.stem not in fleet.hosts:
             path.unlink()
     return changed
 
 
 def check_generated(fleet: Fleet, root: Path) -> None:
-    stale = stale_files(fleet, root)
-    if stale:
-        names = ", ".join(str(p.relative_to(root)) for p in stale)
+    stale_paths = stale_files(fleet, root)
+    if stale_paths:
+        names = ", ".join(str(p.relative_to(root)) for p in stale_paths)
         raise NixfleetError(f"generated files are stale: {names} (run `nixfleet generate`)")

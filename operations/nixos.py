@@ -64,12 +64,12 @@ def rebuild(
                       deploy_id=deploy_id, owner="root@laptop")
     """
     want = flake_hash(flake_files)
-    remote = host.get_fact(FlakeDirectory, flake_dir=flake_dir, want_hash=want)
+    remote = host.get_fact(FlakeDirectory, flake_dir=flake_dir)
+    changed = changed_paths(flake_files, remote.files)
     tarball = "-"
-    if remote.flake_hash != want:
+    if changed or set(remote.files) != set(flake_files) or remote.flake_hash != want:
         tarball = f"/tmp/nixfleet-{deploy_id}.tar"
-        delta = delta_tarball(flake_files, changed_paths(flake_files, remote.files))
-        yield FileUploadCommand(io.BytesIO(delta), tarball)
+        yield FileUploadCommand(io.BytesIO(delta_tarball(flake_files, changed)), tarball)
     yield _deploy_command(action, flake_dir, flake_ref, want, remote.flake_hash, tarball,
                           deploy_id, owner, lock_ttl)
 

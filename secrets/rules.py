@@ -15,15 +15,17 @@ owner, group, mode: of /run/agenix/<name>; DEFAULTS apply where a rule says noth
 DEFAULTS = {"owner": "root", "group": "root", "mode": "0400"}
 
 _EVERYONE = ["allUsers", "allHosts"]
+# API keys: readable by the host's admin user only (the group gets no bits at 0600).
+_API_KEY = {"recipients": _EVERYONE, "owner": "{admin}", "group": "users", "mode": "0600"}
 
 SECRETS = {
     # Used as users.users.<user>.hashedPasswordFile.
-    "user-password-{user}": {"recipients": _EVERYONE, "owner": "{user}"},
-    "api-openai": {"recipients": _EVERYONE, "owner": "{admin}", "mode": "0600"},
-    "api-gemini": {"recipients": _EVERYONE, "owner": "{admin}", "mode": "0600"},
-    "api-anthropic": {"recipients": _EVERYONE, "owner": "{admin}", "mode": "0600"},
-    "api-langchain": {"recipients": _EVERYONE, "owner": "{admin}", "mode": "0600"},
-    "api-github-token": {"recipients": _EVERYONE, "owner": "{admin}", "mode": "0600"},
+    "user-password-{user}": {"recipients": _EVERYONE, "owner": "{user}", "group": "users"},
+    "api-openai": _API_KEY,
+    "api-gemini": _API_KEY,
+    "api-anthropic": _API_KEY,
+    "api-langchain": _API_KEY,
+    "api-github-token": _API_KEY,
     "ssh-host-ed25519-key": {"recipients": _EVERYONE},
     "docker-auth": {"recipients": _EVERYONE, "group": "docker", "mode": "0440"},
     "smtp-password": {"recipients": _EVERYONE},
@@ -31,4 +33,6 @@ SECRETS = {
     "wifi-password": {"recipients": ["allUsers", "razer"]},
     "postgres-password": {"recipients": ["allUsers", "servers"]},
     "nextcloud-admin-password": {"recipients": ["allUsers", "servers"]},
+    # Not in the original: the signing key of the binary cache p620 serves (nix-serve).
+    "binary-cache-key": {"recipients": ["allUsers", "p620"]},
 }

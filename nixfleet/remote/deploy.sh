@@ -16,6 +16,12 @@ started=$(date +%s.%N)
 export NIX_CONFIG="experimental-features = nix-command flakes"
 
 say() { printf 'NIXFLEET %s=%s\n' "$1" "$2"; }
+mark=$started
+phase() { # NAME: seconds since the last phase mark, for the benchmark's breakdown
+  local now; now=$(date +%s.%N)
+  say "phase_$1" "$(awk -v a="$now" -v b="$mark" 'BEGIN { printf "%.3f", a - b }')"
+  mark=$now
+}
 finish() { # RESULT REASON EXIT
   say result "$1"
   say reason "$2"
@@ -44,6 +50,7 @@ fi
 printf '%s %s %s\n' "$(date +%s)" "$deploy_id" "$owner" > "$lock/owner"
 trap 'rm -rf "$lock" "$tarball"' EXIT
 
+phase lock
 say generation_before "$(generation)"
 system_before=$(readlink -f /run/current-system 2>/dev/null)
 say system_before "$system_before"
@@ -72,6 +79,7 @@ if [ "$tarball" != "-" ]; then
 else
   say flake unchanged
 fi
+phase flake
 [ "$action" = push ] && finish changed "flake pushed" 0
 
 # --- rollback: the given generation, or the one before the current ---------------------------
@@ -113,6 +121,7 @@ fi
 toplevel=$(printf '%s' "$built" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
 [ -n "$toplevel" ] || finish failed "nix build printed no output path" 1
 say toplevel "$toplevel"
+phase build
 
 # --- what changes: packages with versions (as nix store diff-closures shows), size delta -----
 if [ -n "$system_before" ] && [ "$toplevel" != "$system_before" ]; then
@@ -152,6 +161,7 @@ if [ "$action" = switch ] || [ "$action" = boot ]; then
 fi
 "$toplevel/bin/switch-to-configuration" "$action" >&2
 code=$?
+phase activate
 if [ $code -ne 0 ]; then
   failed_units=$(systemctl list-units --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | paste -sd, -)
   finish failed "switch-to-configuration $action exited $code (failed units: ${failed_units:-none})" $code

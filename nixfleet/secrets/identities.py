@@ -25,7 +25,7 @@ AGE_SECRET_KEY = "AGE-SECRET-KEY-1"
 Prompt = Callable[[str], str]
 
 
-def _ask(prompt: str) -> str:
+def ask_passphrase(prompt: str) -> str:
     return getpass.getpass(prompt)
 
 

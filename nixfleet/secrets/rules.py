@@ -13,11 +13,11 @@ import json
 import re
 import runpy
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from nixfleet.errors import NixfleetError
-from nixfleet.files import write_atomic
 from nixfleet.inventory import Fleet, project_root
 from nixfleet.model import SAFE_USER_NAME
 from nixfleet.secrets.agefile import SSH_TYPES, ssh_key_tag
@@ -56,7 +56,7 @@ class Recipient:
     kind: str  # "user" or "host"
     key: str  # "<type> <base64>", without comment
 
-    @property
+    @cached_property
     def stanza(self) -> tuple[str, str]:
         """(type, tag) this key has in an age header."""
         return ssh_key_tag(self.key)
@@ -105,7 +105,7 @@ class SecretRule:
                                 f"({detail}); nix/secrets.json has one owner per secret")
         return owners.pop() if owners else self.default_owner
 
-    @property
+    @cached_property
     def stanzas(self) -> frozenset[tuple[str, str]]:
         return frozenset(r.stanza for r in self.recipients)
 
@@ -126,9 +126,13 @@ class Rules:
                                 f"known: {', '.join(self.secrets)}")
         return self.secrets[name]
 
+    @cached_property
+    def _names_by_stanza(self) -> dict[tuple[str, str], str]:
+        return {r.stanza: r.name for r in self.keys.values()}
+
     def recipient_names(self, stanzas: frozenset[tuple[str, str]]) -> list[str]:
         """Names of the keys behind header stanzas; unknown ones by type and tag."""
-        by_stanza = {r.stanza: r.name for r in self.keys.values()}
+        by_stanza = self._names_by_stanza
         return sorted(by_stanza.get(s, f"unknown {s[0]} key (tag {s[1]})") for s in stanzas)
 
 
@@ -378,25 +382,3 @@ def _public_keys(references: tuple[str, ...], groups: list[str]) -> str:
 
 def generated_files(rules: Rules, root: Path) -> dict[Path, str]:
     return {root / SECRETS_NIX: secrets_nix(rules), root / SECRETS_JSON: secrets_json(rules)}
-
-
-def stale_files(rules: Rules, root: Path) -> list[Path]:
-    return [path for path, text in generated_files(rules, root).items()
-            if not path.is_file() or path.read_text() != text]
-
-
-def generate(rules: Rules, root: Path) -> list[Path]:
-    """Write secrets/secrets.nix and nix/secrets.json where they are not current."""
-    wanted = generated_files(rules, root)
-    changed = stale_files(rules, root)
-    for path in changed:
-        write_atomic(path, wanted[path])
-    return changed
-
-
-def check_generated(rules: Rules, root: Path) -> None:
-    stale = stale_files(rules, root)
-    if stale:
-        names = ", ".join(str(p.relative_to(root)) for p in stale)
-        raise NixfleetError(f"generated files are stale: {names} "
-                            "(run `nixfleet secrets init`)")

@@ -63,6 +63,8 @@ def test_stale_generated_files_are_found_and_rewritten(root, tmp_path):
         shutil.copy(root / name, tmp_path / name)
     shutil.copytree(root / "group_data", tmp_path / "group_data")
     shutil.copytree(root / "nix" / "hosts", tmp_path / "nix" / "hosts")
+    shutil.copytree(root / "secrets", tmp_path / "secrets")
+    shutil.copy(root / "nix" / "secrets.json", tmp_path / "nix" / "secrets.json")
     (tmp_path / "group_data" / "all.py").write_text(
         (tmp_path / "group_data" / "all.py").read_text().replace("Europe/London", "UTC"))
     (tmp_path / "nix" / "hosts" / "gone.json").write_text("{}\n")

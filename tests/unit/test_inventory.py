@@ -164,12 +164,19 @@ def _break_duplicate(entries):
     entries.append(("razer", dict(entry(entries, "razer"))))
 
 
+def _dex_admin(entries) -> dict:
+    """dex5550's own copy of the admin user (the inventory shares one dict between hosts)."""
+    users = entry(entries, "dex5550")["users"]
+    users[0] = dict(users[0])
+    return users[0]
+
+
 def _break_user_key(entries):
-    del entry(entries, "dex5550")["users"][0]["sshKey"]
+    del _dex_admin(entries)["sshKey"]
 
 
 def _break_user_key_garbage(entries):
-    entry(entries, "dex5550")["users"][0]["sshKey"] = "ssh-ed25519 bm90IGEga2V5"
+    _dex_admin(entries)["sshKey"] = "ssh-ed25519 bm90IGEga2V5"
 
 
 def _break_host_name(entries):

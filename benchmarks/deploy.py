@@ -1,0 +1,187 @@
+"""Deploy benchmark on the lab (run by hand as root; not part of the test gate).
+
+    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--sizes 4 16]
+
+For each lab size it times, alternating methods in the same run (median of --repeats):
+  nixfleet   pyinfra inventory.py deploys/switch.py -y
+  sequential one `ssh HOST nixos-rebuild switch` after another (the original's way)
+  floor      one `ssh HOST nixos-rebuild switch` per host, all in parallel
+for a no-op switch and a one-change switch (every host's data changes: the timezone).
+For the baselines the changed host data is copied to each host first (outside the timing of
+nixfleet, which pushes it itself). The lab hosts share this machine's cores, so compare
+ratios, not absolute times. It prints where nixfleet's time goes on the hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LAB_ENV = {**os.environ, "NIXFLEET_TARGET": "lab"}
+
+
+def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, **kwargs)
+
+
+def lab_hosts() -> list[dict]:
+    out = run([str(BIN / "nixfleet"), "lab", "status", "--json"], cwd=ROOT, env=LAB_ENV)
+    return json.loads(out.stdout)
+
+
+def ssh_argv(address: str) -> list[str]:
+    lab = Path(os.environ.get("NIXFLEET_LAB_DIR", "/var/lib/nixfleet-lab"))
+    return ["ssh", "-i", str(lab / "id_ed25519"), "-o", f"UserKnownHostsFile={lab}/known_hosts",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}"]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+class Repo:
+    """A copy of the configuration whose timezone can be flipped (a change on every host)."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="nixfleet-bench-"))
+        shutil.copy(ROOT / "inventory.py", self.dir / "inventory.py")
+        shutil.copytree(ROOT / "group_data", self.dir / "group_data")
+        shutil.copytree(ROOT / "nix" / "lab", self.dir / "nix" / "lab")
+        self.flips = 0
+
+    def flip(self) -> None:
+        self.flips += 1
+        all_py = self.dir / "group_data" / "all.py"
+        text = re.sub(r'"timezone": "[^"]*"', f'"timezone": "Etc/GMT-{self.flips % 12}"',
+                      all_py.read_text())
+        all_py.write_text(text)
+
+    def env(self) -> dict[str, str]:
+        return {**LAB_ENV, "PYTHONPATH": str(ROOT),
+                "NIXFLEET_INVENTORY": str(self.dir / "inventory.py")}
+
+    def nixfleet_switch(self) -> dict:
+        result = run([str(BIN / "pyinfra"), "inventory.py", str(ROOT / "deploys" / "switch.py"),
+                      "-y"], cwd=self.dir, env=self.env())
+        found = re.search(r"summary: (\S+)", result.stdout)
+        if result.returncode != 0 or not found:
+            raise SystemExit(f"nixfleet switch failed:\n{result.stdout}\n{result.stderr}")
+        return {r["host"]: r for r in json.loads(Path(found[1]).read_text())}
+
+    def push_host_data(self, hosts: list[dict]) -> None:
+        """What the baselines need before `nixos-rebuild switch`: the new host data."""
+        sys.path.insert(0, str(ROOT))
+        os.environ["NIXFLEET_TARGET"] = "lab"
+        os.environ["NIXFLEET_INVENTORY"] = str(self.dir / "inventory.py")
+        from nixfleet.flake import lab_flake_files
+        from nixfleet.inventory import load_inventory_file
+
+        fleet = load_inventory_file(self.dir / "inventory.py")
+        files = lab_flake_files(fleet.hosts.values(), self.dir)
+
+        def push(host: dict) -> None:
+            payload = files[f"hosts/{host['host']}.json"]
+            run([*ssh_argv(host["address"]), f"cat > /etc/nixos/hosts/{host['host']}.json"],
+                input=payload.decode(), check=True)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(push, hosts))
+
+
+def rebuild(host: dict) -> None:
+    result = run([*ssh_argv(host["address"]), "nixos-rebuild", "switch"])
+    if result.returncode != 0:
+        raise SystemExit(f"{host['host']}: nixos-rebuild switch failed: {result.stderr}")
+
+
+def sequential(hosts: list[dict]) -> None:
+    for host in hosts:
+        rebuild(host)
+
+
+def floor(hosts: list[dict]) -> None:
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(rebuild, hosts))
+
+
+def measure(size: int, repeats: int) -> dict[str, float]:
+    print(f"\n== {size} lab hosts", flush=True)
+    up = run([str(BIN / "nixfleet"), "lab", "up", "--extra", str(size - 4)], cwd=ROOT,
+             env=LAB_ENV)
+    if up.returncode != 0:
+        raise SystemExit(up.stderr)
+    hosts = lab_hosts()
+    repo = Repo()
+    repo.nixfleet_switch()  # everything deployed once by nixfleet before timing
+    times: dict[str, list[float]] = {}
+    phases: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        # no-op switch
+        times.setdefault("noop nixfleet", []).append(timed(repo.nixfleet_switch))
+        times.setdefault("noop sequential", []).append(timed(lambda: sequential(hosts)))
+        times.setdefault("noop floor", []).append(timed(lambda: floor(hosts)))
+        # one-change switch: every host's data changes
+        repo.flip()
+        start = time.perf_counter()
+        summary = repo.nixfleet_switch()
+        times.setdefault("change nixfleet", []).append(time.perf_counter() - start)
+        for row in summary.values():
+            for phase, seconds in row["phases"].items():
+                phases.setdefault(phase, []).append(seconds)
+        repo.flip()
+        repo.push_host_data(hosts)
+        times.setdefault("change sequential", []).append(timed(lambda: sequential(hosts)))
+        repo.flip()
+        repo.push_host_data(hosts)
+        times.setdefault("change floor", []).append(timed(lambda: floor(hosts)))
+        repo.nixfleet_switch()  # back in step with nixfleet's record
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    for name, value in medians.items():
+        print(f"  {name:<18} {value:6.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[name])})")
+    print("  nixfleet on the host, median seconds per phase (one-change switch): " + ", ".join(
+        f"{p} {statistics.median(v):.3f}" for p, v in phases.items()))
+    shutil.rmtree(repo.dir, ignore_errors=True)
+    return medians
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs=2, default=[4, 16])
+    args = parser.parse_args()
+    startup = statistics.median(timed(lambda: run([str(BIN / "python"), "-c",
+                                                    "import pyinfra_cli.main"])) for _ in range(3))
+    print(f"start-up: importing pyinfra's CLI takes {startup:.2f} s (part of every nixfleet run)")
+    small, large = (measure(size, args.repeats) for size in args.sizes)
+    run([str(BIN / "nixfleet"), "lab", "up", "--extra", "0"], cwd=ROOT, env=LAB_ENV)
+    n, m = args.sizes
+    print("\n== ratios (targets in brackets)")
+    for kind in ("noop", "change"):
+        vs_floor = large[f"{kind} nixfleet"] / large[f"{kind} floor"]
+        growth = (large[f"{kind} nixfleet"] / small[f"{kind} nixfleet"]) / \
+                 (large[f"{kind} floor"] / small[f"{kind} floor"])
+        vs_sequential = small[f"{kind} sequential"] / small[f"{kind} nixfleet"]
+        print(f"  {kind:<6} nixfleet / floor at {m} hosts: {vs_floor:.2f}x"
+              + ("  [<= 2x]" if kind == "noop" else ""))
+        print(f"  {kind:<6} growth {n}->{m} hosts, nixfleet vs floor: {growth:.2f}x  [<= 1.3x]")
+        print(f"  {kind:<6} sequential / nixfleet at {n} hosts: {vs_sequential:.2f}x faster  "
+              "[>= 2x]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
