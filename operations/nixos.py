@@ -1,12 +1,13 @@
 """Operations that change a NixOS host: push its flake, rebuild it, roll it back.
 
-Each runs as one remote command (nixfleet/remote/deploy.sh) under a per-host lock, after at
-most one upload of the flake files that changed, so a deploy costs the host two or three SSH
-round trips: the flake fact, the upload if anything changed, the command.
+Each runs as one remote command (nixfleet/remote/deploy.sh) under a per-host lock. The flake
+files that changed travel inside that command (or, when large, in one upload before it), so
+a deploy costs the host two SSH round trips: the flake fact and the command.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 from collections.abc import Mapping
 from importlib.resources import files
@@ -18,6 +19,7 @@ from pyinfra.api import FileUploadCommand, QuoteString, StringCommand, operation
 from facts.deploy import FlakeDirectory
 from nixfleet.flake import changed_paths, delta_tarball, flake_hash
 
+INLINE_LIMIT = 48 * 1024
 Action = Literal["push", "build", "dry-activate", "test", "boot", "switch"]
 DEPLOY_SCRIPT = files("nixfleet.remote").joinpath("deploy.sh").read_text()
 
@@ -68,8 +70,13 @@ def rebuild(
     changed = changed_paths(flake_files, remote.files)
     tarball = "-"
     if changed or set(remote.files) != set(flake_files) or remote.flake_hash != want:
-        tarball = f"/tmp/nixfleet-{deploy_id}.tar"
-        yield FileUploadCommand(io.BytesIO(delta_tarball(flake_files, changed)), tarball)
+        delta = delta_tarball(flake_files, changed)
+        if len(delta) <= INLINE_LIMIT:
+            # Small deltas travel inside the command: one SSH round trip fewer.
+            tarball = "base64:" + base64.b64encode(delta).decode()
+        else:
+            tarball = f"/tmp/nixfleet-{deploy_id}.tar"
+            yield FileUploadCommand(io.BytesIO(delta), tarball)
     yield _deploy_command(action, flake_dir, flake_ref, want, remote.flake_hash, tarball,
                           deploy_id, owner, lock_ttl)
 

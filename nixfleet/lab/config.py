@@ -6,12 +6,38 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-BRIDGE = "nflab0"
-# A private /24 on a bridge the lab creates; traffic never leaves this machine.
-SUBNET_PREFIX = "10.199.77"
-GATEWAY = f"{SUBNET_PREFIX}.1"
 FIRST_HOST_OCTET = 11
 MAX_HOSTS = 200
+MAX_INSTANCE = 9
+
+
+def instance() -> int:
+    """Which lab (NIXFLEET_LAB_INSTANCE, default 0): several labs can run side by side, each
+    with its own bridge, subnet, state directory and cgroups."""
+    value = os.environ.get("NIXFLEET_LAB_INSTANCE", "0") or "0"
+    if not value.isdigit() or int(value) > MAX_INSTANCE:
+        from nixfleet.errors import NixfleetError
+
+        raise NixfleetError(f"NIXFLEET_LAB_INSTANCE must be 0-{MAX_INSTANCE}, got {value!r}")
+    return int(value)
+
+
+def bridge() -> str:
+    return f"nflab{instance()}"
+
+
+def subnet_prefix() -> str:
+    """A private /24 on a bridge the lab creates; traffic never leaves this machine."""
+    return f"10.199.{77 + instance()}"
+
+
+def gateway() -> str:
+    return f"{subnet_prefix()}.1"
+
+
+def cgroup_name(name: str) -> str:
+    suffix = instance() or ""
+    return f"nixfleet-lab{suffix}-{name}"
 
 
 @dataclass(frozen=True)
@@ -36,8 +62,9 @@ class LabPaths:
 
 
 def lab_paths() -> LabPaths:
+    suffix = f"-{instance()}" if instance() else ""
     return LabPaths(
-        state=Path(os.environ.get("NIXFLEET_LAB_DIR", "/var/lib/nixfleet-lab")),
+        state=Path(os.environ.get("NIXFLEET_LAB_DIR", f"/var/lib/nixfleet-lab{suffix}")),
         cache=Path(os.environ.get("NIXFLEET_LAB_CACHE", "/var/cache/nixfleet-lab")),
     )
 
@@ -45,9 +72,10 @@ def lab_paths() -> LabPaths:
 def host_address(index: int) -> str:
     if not 0 <= index < MAX_HOSTS:
         raise ValueError(f"lab host index {index} out of range")
-    return f"{SUBNET_PREFIX}.{FIRST_HOST_OCTET + index}"
+    return f"{subnet_prefix()}.{FIRST_HOST_OCTET + index}"
 
 
 def veth_name(index: int) -> str:
     """Host-side veth name (the kernel allows 15 characters)."""
-    return f"nflab-v{index}"
+    prefix = f"nflab{instance()}" if instance() else "nflab"
+    return f"{prefix}-v{index}"

@@ -30,8 +30,8 @@ from nixfleet.files import write_atomic
 from nixfleet.flake import lab_flake_files
 from nixfleet.inventory import Fleet
 from nixfleet.lab import rootfs
-from nixfleet.lab.config import BRIDGE, GATEWAY, LabPaths, host_address, veth_name
-from nixfleet.lab.supervise import CGROUP_ROOTS, cgroup_name
+from nixfleet.lab.config import LabPaths, bridge, cgroup_name, gateway, host_address, veth_name
+from nixfleet.lab.supervise import CGROUP_ROOTS
 from nixfleet.model import Host
 
 HERE = Path(__file__).resolve().parent
@@ -227,10 +227,11 @@ class Lab:
                   "-f", str(self.paths.key)])
 
     def _ensure_bridge(self) -> None:
-        if not Path(f"/sys/class/net/{BRIDGE}").exists():
-            _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
-            _run(["ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE])
-        _run(["ip", "link", "set", BRIDGE, "up"])
+        name = bridge()
+        if not Path(f"/sys/class/net/{name}").exists():
+            _run(["ip", "link", "add", name, "type", "bridge"])
+            _run(["ip", "addr", "add", f"{gateway()}/24", "dev", name])
+        _run(["ip", "link", "set", name, "up"])
 
     def _prepare(self, host: LabHost) -> None:
         """First boot only: the host's own files in its upper dir. An interrupted preparation
@@ -338,8 +339,8 @@ class Lab:
         with ThreadPoolExecutor(max_workers=max(1, len(chosen))) as pool:
             list(pool.map(self._stop, chosen))
         nothing_left = not any(self.running(h) for h in self._known_hosts_on_disk())
-        if nothing_left and Path(f"/sys/class/net/{BRIDGE}").exists():
-            _run(["ip", "link", "delete", BRIDGE], check=False)
+        if nothing_left and Path(f"/sys/class/net/{bridge()}").exists():
+            _run(["ip", "link", "delete", bridge()], check=False)
 
     def _known_hosts_on_disk(self) -> list[LabHost]:
         """Hosts of this fleet plus any leftovers from an earlier fleet or --extra count."""

@@ -14,14 +14,10 @@ import threading
 import time
 from pathlib import Path
 
-from nixfleet.lab.config import BRIDGE
+from nixfleet.lab.config import bridge, cgroup_name
 
 REBOOT_EXIT = 133  # what systemd-nspawn returns when the container rebooted
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
-
-
-def cgroup_name(name: str) -> str:
-    return f"nixfleet-lab-{name}"
 
 
 def join_own_cgroup(name: str) -> None:
@@ -37,7 +33,7 @@ def attach_veth(veth: str, deadline: float) -> None:
     """nspawn creates the host side of the veth; put it on the lab bridge."""
     while time.monotonic() < deadline:
         if Path(f"/sys/class/net/{veth}").exists():
-            subprocess.run(["ip", "link", "set", veth, "master", BRIDGE, "up"], check=False)
+            subprocess.run(["ip", "link", "set", veth, "master", bridge(), "up"], check=False)
             return
         time.sleep(0.05)
 

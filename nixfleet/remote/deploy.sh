@@ -48,7 +48,17 @@ if ! mkdir "$lock" 2>/dev/null; then
   echo "nixfleet: taking over a stale lock of ${holder_owner:-?} (deploy ${holder_id:-?})" >&2
 fi
 printf '%s %s %s\n' "$(date +%s)" "$deploy_id" "$owner" > "$lock/owner"
-trap 'rm -rf "$lock" "$tarball"' EXIT
+tar_file=
+trap 'rm -rf "$lock" ${tar_file:+"$tar_file"}' EXIT
+case "$tarball" in
+  -) ;;
+  base64:*) # a small delta came inside the command itself
+    tar_file="/tmp/nixfleet-$deploy_id.tar"
+    printf '%s' "${tarball#base64:}" | base64 -d > "$tar_file" \
+      || finish failed "could not decode the flake delta" 1
+    tarball=$tar_file ;;
+  *) tar_file=$tarball ;;
+esac
 
 phase lock
 say generation_before "$(generation)"

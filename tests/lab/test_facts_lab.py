@@ -11,6 +11,7 @@ import time
 import pytest
 
 from nixfleet.inventory import load_inventory_file
+from nixfleet.lab.config import host_address
 from nixfleet.overview import expected_gpu_class
 from tests.lab.conftest import HOSTS, ROOT, nixfleet, on
 
@@ -138,5 +139,5 @@ def test_an_unreachable_host_is_a_row_with_its_error():
     assert result.returncode == 1
     assert rows["dex5550"]["reachable"] is False
     assert rows["dex5550"]["error"] == ("Could not connect ([Errno None] Unable to connect to "
-                                        "port 22 on 10.199.77.14)")
+                                        f"port 22 on {host_address(3)})")
     assert all(rows[h]["reachable"] for h in ("p620", "razer", "p510"))

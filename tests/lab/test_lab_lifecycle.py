@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nixfleet.lab.config import BRIDGE, lab_paths
+from nixfleet.lab.config import bridge, cgroup_name, host_address, lab_paths, veth_name
 from tests.lab.conftest import HOSTS, ROOT, lab_status, nixfleet, on
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -37,9 +37,9 @@ def leftovers() -> list[str]:
     found += [f"mount {line.split()[4]}" for line in
               Path("/proc/self/mountinfo").read_text().splitlines() if state in line.split()[4]]
     found += [f"link {link.name}" for link in Path("/sys/class/net").iterdir()
-              if link.name == BRIDGE or link.name.startswith("nflab-")]
+              if link.name == bridge() or link.name.startswith(veth_name(0)[:-1])]
     for root in (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified")):
-        found += [f"cgroup {p}" for p in root.glob("nixfleet-lab-*")]
+        found += [f"cgroup {p}" for p in root.glob(cgroup_name("*"))]
     return found
 
 
@@ -85,7 +85,7 @@ def test_status_shows_state_address_systemd_and_memory():
     for i, host in enumerate(HOSTS):
         row = rows[host]
         assert row["state"] == "running"
-        assert row["address"] == f"10.199.77.{11 + i}"
+        assert row["address"] == host_address(i)
         assert row["systemd"] in ("running", "degraded")
         assert 5 < row["memory_mib"] < 200
 

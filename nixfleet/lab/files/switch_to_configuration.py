@@ -95,21 +95,28 @@ def activate(toplevel, at_boot=False):
         log(f"restarting the following units: {', '.join(restart)}")
     if start:
         log(f"starting the following units: {', '.join(start)}")
-    failed = []
-    for unit in restart:
-        if systemctl("restart", unit).returncode != 0:
-            failed.append(unit)
-    # Units kept from the last generation are started too if they are not running (NixOS
-    # starts every wanted unit that is inactive).
-    for unit in start + keep:
-        if systemctl("start", unit).returncode != 0:
-            failed.append(unit)
-    failed += [u for u in new
-               if u not in failed and systemctl("is-failed", "--quiet", u).returncode == 0]
+    # One systemctl call per verb (each waits for its jobs); units kept from the last
+    # generation are started too if they are not running, as NixOS starts every wanted unit.
+    if restart:
+        systemctl("restart", *restart)
+    if start + keep:
+        systemctl("start", *(start + keep))
+    failed = failed_units(new)
     if failed:
         log(f"warning: the following units failed: {', '.join(sorted(failed))}")
         return 4
     return 0
+
+
+def failed_units(units):
+    """Which of these units are failed (or did not come up), from one systemctl call."""
+    if not units:
+        return []
+    units = list(units)
+    states = systemctl("is-active", *units).stdout.split()
+    states += ["unknown"] * (len(units) - len(states))
+    ok = ("active", "activating", "reloading")
+    return [u for u, state in zip(units, states, strict=True) if state not in ok]
 
 
 def dry_activate(toplevel):
