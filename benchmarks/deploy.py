@@ -61,6 +61,7 @@ class Repo:
         shutil.copy(ROOT / "inventory.py", self.dir / "inventory.py")
         shutil.copytree(ROOT / "group_data", self.dir / "group_data")
         shutil.copytree(ROOT / "nix" / "lab", self.dir / "nix" / "lab")
+        shutil.copytree(ROOT / "secrets", self.dir / "secrets")  # the rules: which host gets which
         self.flips = 0
 
     def flip(self) -> None:

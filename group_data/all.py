@@ -12,3 +12,17 @@ system = {
     "paths": {"flakeDir": "/etc/nixos"},
     "stateVersion": "25.05",
 }
+
+# How deploys treat every host (nixfleet.model.Deploy): a switch that fails to activate or
+# fails its health gate rolls back; a switch not confirmed over a fresh SSH connection within
+# confirmTimeout seconds reverts by itself. checks: extra health checks, e.g.
+#   {"name": "web", "http": "http://{address}:8080/", "timeout": 10}
+#   {"name": "disk", "command": "test $(df --output=pcent / | tail -1 | tr -dc 0-9) -lt 95"}
+deploy = {
+    "lockTtl": 3600,
+    "rollback": True,
+    "confirmTimeout": 30,
+    "healthTimeout": 60,
+    "reboot": "never",
+    "checks": [],
+}

@@ -16,6 +16,7 @@ import getpass
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -27,7 +28,8 @@ from pyinfra.api.operation import OperationMeta
 from nixfleet.files import write_atomic
 from nixfleet.flake import flake_ref, fleet_flake_files, lab_flake_files
 from nixfleet.inventory import current_target, project_root
-from nixfleet.model import MODEL_KEYS, Host
+from nixfleet.model import MODEL_KEYS, HealthCheck, Host
+from nixfleet.safety import OUTCOMES
 
 if TYPE_CHECKING:
     from operations.nixos import Action
@@ -40,7 +42,7 @@ _operations: dict[str, tuple[str, OperationMeta]] = {}
 class HostResult:
     host: str
     action: str
-    result: str  # changed | unchanged | built | failed | locked | unreachable
+    result: str  # changed | unchanged | built | failed | rolled-back | locked | unreachable
     reason: str = ""
     generation_before: str = ""
     generation_after: str = ""
@@ -102,25 +104,52 @@ def _owner() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
+def _flag(value: object) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
 def deploy(action: Action) -> None:
-    """Queue this host's rebuild (called by deploy files, once per host)."""
+    """Queue this host's rebuild (called by deploy files, once per host), and what keeps it
+    safe: the confirmation of a switch or test, and a reboot when asked for.
+
+    `--data no_rollback=true` turns rollback off; `--data reboot=true` builds the new
+    generation as the boot default and reboots into it (`deploy.reboot: auto` in data reboots
+    after a switch only when the kernel, initrd or modules changed).
+    """
     from operations import nixos
 
     if not _operations:
         atexit.register(print_summary)
     target = current_target()
+    settings = host.data.deploy
+    checks = [HealthCheck.model_validate(c) for c in settings["checks"]]
+    rollback = settings["rollback"] and not _flag(host.data.get("no_rollback"))
+    reboot_now = _flag(host.data.get("reboot"))
+    if reboot_now and action == "switch":
+        action = "boot"  # then the reboot activates it
     flake_dir = host.data.system["paths"]["flakeDir"]
-    meta = nixos.rebuild(
+    safety_args = {"deploy_id": DEPLOY_ID, "health_timeout": settings["healthTimeout"],
+                   "checks": checks}
+    rebuilt = nixos.rebuild(
         name=f"nixos-rebuild {action}",
         action=action,
         flake_files=_flake_files(target),
         flake_dir=flake_dir,
         flake_ref=flake_ref(target, flake_dir),
-        deploy_id=DEPLOY_ID,
         owner=_owner(),
-        lock_ttl=host.data.deploy["lockTtl"],
+        lock_ttl=settings["lockTtl"],
+        rollback=rollback,
+        confirm_timeout=settings["confirmTimeout"] if rollback else 0,
+        **safety_args,
     )
-    _operations[host.name] = (action, meta)
+    _operations[host.name] = (action, rebuilt)
+    if rollback and action in ("switch", "test"):
+        nixos.confirm(name="confirm from a fresh SSH connection", rebuilt=rebuilt,
+                      confirm_timeout=settings["confirmTimeout"], **safety_args)
+    auto = settings["reboot"] == "auto" and action == "switch"
+    if reboot_now or auto:
+        nixos.reboot(name="reboot into the new generation", rebuilt=rebuilt, owner=_owner(),
+                     only_if_required=auto, rollback=rollback, **safety_args)
 
 
 def rollback(generation: int | None = None) -> None:
@@ -139,7 +168,14 @@ def collect() -> list[HostResult]:
     results = []
     for name, (action, meta) in _operations.items():
         if meta.is_complete():
-            results.append(parse_result(name, action, meta.stdout_lines + meta.stderr_lines))
+            result = parse_result(name, action, meta.stdout_lines + meta.stderr_lines)
+            outcome = OUTCOMES.get(name)
+            if outcome and outcome.result in ("rolled-back", "failed"):
+                result.result, result.reason = outcome.result, outcome.reason
+                result.generation_after = outcome.generation_after or result.generation_after
+            elif outcome:
+                result.reason = f"{result.reason}; {outcome.reason}"
+            results.append(result)
         else:
             results.append(HostResult(name, action, "failed",
                                       "not run (the host failed earlier; see above)"))
@@ -166,13 +202,14 @@ def print_summary() -> None:
     table = Table("host", "action", "generation", "result", "closure", "time", "reason",
                   title=f"nixfleet deploy {DEPLOY_ID}")
     colours = {"changed": "green", "unchanged": "cyan", "built": "green", "failed": "red",
-               "locked": "red", "unreachable": "red"}
+               "locked": "red", "unreachable": "red", "rolled-back": "red"}
     for r in results:
         generation = f"{r.generation_before or '-'} -> {r.generation_after or '-'}"
         colour = colours.get(r.result, "white")
         table.add_row(r.host, r.action, generation, f"[{colour}]{r.result}[/{colour}]",
                       r.closure_delta or "-", f"{r.duration}s" if r.duration else "-", r.reason)
-    console = Console(stderr=False)
+    # Without a terminal rich assumes 80 columns; reasons are long.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     console.print(table)
     for r in results:
         for line in r.diff:

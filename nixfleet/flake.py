@@ -3,7 +3,9 @@
 Real fleet: the repository's nix/ (the NixOS flake, the generated host data) and secrets/
 (agenix files the flake refers to as ../secrets), built as path:FLAKE_DIR?dir=nix.
 Lab: the lab flake (nix/lab) with the lab fleet's host data beside it, built as
-path:FLAKE_DIR. Both read the same per-host JSON that `nixfleet generate` writes.
+path:FLAKE_DIR, and the lab's own secrets (nixfleet.lab.secrets: dummy values encrypted to the
+lab hosts' keys, with each host's list from secrets/rules.py). Both read the same per-host JSON
+that `nixfleet generate` writes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from nixfleet.lab.config import LabPaths, lab_paths
 from nixfleet.model import Host
 from nixfleet.render import host_data_json
 
@@ -28,12 +31,21 @@ def nix_system() -> str:
     return f"{machine}-linux"
 
 
-def lab_flake_files(hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
-    """Relative path -> content of the lab flake directory for these hosts."""
+def lab_flake_files(hosts: Iterable[Host], root: Path,
+                    paths: LabPaths | None = None) -> dict[str, bytes]:
+    """Relative path -> content of the lab flake directory for these hosts (paths: the lab's,
+    where its secrets are; default: the lab NIXFLEET_LAB_INSTANCE selects)."""
+    from nixfleet.lab.secrets import lab_secret_files
+
+    hosts = list(hosts)
     files = {name: (root / "nix" / "lab" / name).read_bytes() for name in LAB_FLAKE_FILES}
     files["lab.json"] = (json.dumps({"system": nix_system()}, indent=2) + "\n").encode()
     for host in hosts:
         files[f"hosts/{host.name}.json"] = host_data_json(host.nix_data()).encode()
+    files.update(lab_secret_files(hosts, root, paths or lab_paths()))
+    # Lab-only fault injection (tests put units that fail or cut SSH here, in a copy).
+    for fault in sorted((root / "nix" / "lab" / "faults").glob("*.json")):
+        files[f"faults/{fault.name}"] = fault.read_bytes()
     return files
 
 

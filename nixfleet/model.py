@@ -281,11 +281,48 @@ class Ssh(Strict):
     hostKey: SshPublicKey | None = None
 
 
+SAFE_CHECK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class HealthCheck(Strict):
+    """A check of the health gate (morph style): a command on the host, or an HTTP GET from
+    the deployer ({address} in the URL is the host's SSH address)."""
+
+    name: Annotated[str, Field(pattern=SAFE_CHECK_NAME.pattern)]
+    command: str | None = None
+    http: str | None = None
+    expectStatus: Annotated[int, Field(ge=100, le=599)] = 200
+    # Seconds one attempt may take; attempts repeat every `period` seconds until the gate's
+    # healthTimeout.
+    timeout: Annotated[int, Field(ge=1, le=600)] = 10
+    period: Annotated[int, Field(ge=1, le=60)] = 2
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HealthCheck:
+        if (self.command is None) == (self.http is None):
+            raise ValueError("a check has exactly one of command or http")
+        if self.command is not None and ("\t" in self.command or "\n" in self.command):
+            raise ValueError("command: one line, no tabs")
+        if self.http is not None and not self.http.startswith(("http://", "https://")):
+            raise ValueError("http: must be an http:// or https:// URL")
+        return self
+
+
 class Deploy(Strict):
     """How deploys treat this host (group_data/all.py sets the fleet's defaults)."""
 
     # A deploy lock older than this many seconds is stale and taken over.
     lockTtl: Annotated[int, Field(ge=60, le=86400)] = 3600
+    # Roll back when activation or the health gate fails (--no-rollback turns it off).
+    rollback: bool = True
+    # Seconds the deployer has to confirm over a fresh SSH connection after a switch; without
+    # a confirmation the host returns to its previous generation by itself.
+    confirmTimeout: Annotated[int, Field(ge=5, le=3600)] = 30
+    # Seconds the health gate retries before it fails.
+    healthTimeout: Annotated[int, Field(ge=1, le=3600)] = 60
+    # auto: reboot after the switch when the kernel, initrd or kernel modules changed.
+    reboot: Literal["never", "auto"] = "never"
+    checks: list[HealthCheck] = []
 
 
 class Host(Strict):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 out = Path(os.environ["out"])
 (out / "etc" / "systemd" / "system").mkdir(parents=True)
+(out / "etc" / "nixfleet").mkdir()
+(out / "etc" / "nixfleet" / "health.tsv").write_text(os.environ["healthTsv"])
 (out / "bin").mkdir()
 (out / "sw" / "bin").mkdir(parents=True)
 (out / "specialisation").mkdir()
@@ -18,6 +20,9 @@ out = Path(os.environ["out"])
 (out / "host.json").write_text(os.environ["hostData"])
 # The system's packages (their store paths make them part of the closure).
 (out / "sw" / "packages").write_text(os.environ["packages"] + "\n")
+# agenix's secrets of this generation (store paths of the .age files, owner, group, mode):
+# the lab's switch-to-configuration decrypts them with the host key, as agenix does.
+(out / "agenix.json").write_text(os.environ.get("secrets", "[]"))
 for link in ("kernel", "kernel-modules", "initrd"):
     os.symlink(os.environ[link.replace("-m", "M")], out / link)
 
@@ -31,6 +36,7 @@ for name, unit in sorted(json.loads(os.environ["units"]).items()):
         f"ExecStart={unit['execStart']}\n"
         + ("RemainAfterExit=yes\n" if kind == "oneshot" else
            f"Restart={unit.get('restart', 'on-failure')}\n")
+        + "".join(f"{line}\n" for line in unit.get("serviceExtra", []))
     )
 
 switch = out / "bin" / "switch-to-configuration"

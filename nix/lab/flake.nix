@@ -4,7 +4,9 @@
 # etc/systemd/system, bin/switch-to-configuration) and is activated by the lab's
 # switch-to-configuration, which installs and starts the units for real.
 #
-# On a lab host this directory is /etc/nixos, with hosts/*.json and lab.json beside it.
+# On a lab host this directory is /etc/nixos, with hosts/*.json and lab.json beside it, and
+# the lab's secrets: secrets/<name>.age (encrypted to the lab hosts' keys) and, per host,
+# hosts/<host>.secrets.json (which of them it receives, with owner, group and mode).
 {
   description = "nixfleet lab hosts (stand-in NixOS toplevels, no nixpkgs)";
 
@@ -13,18 +15,23 @@
       lab = builtins.fromJSON (builtins.readFile ./lab.json);
       jsonFiles = builtins.filter (f: builtins.match ".*\\.json" f != null)
         (builtins.attrNames (builtins.readDir ./hosts));
-      hostNames = builtins.filter (f: builtins.match ".*\\.extra-units" f == null)
+      hostNames = builtins.filter (f: builtins.match ".*\\.(extra-units|secrets)" f == null)
         (map (f: builtins.head (builtins.match "(.*)\\.json" f)) jsonFiles);
       readJSON = path: builtins.fromJSON (builtins.readFile path);
       mkHost = name:
         let
-          extraFile = ./hosts + "/${name}.extra-units.json";
+          faultFile = ./faults + "/${name}.json";
+          secretsFile = ./hosts + "/${name}.secrets.json";
           toplevel = import ./toplevel.nix {
             inherit name;
             inherit (lab) system;
             data = readJSON (./hosts + "/${name}.json");
             # Lab-only fault injection: units that tests add to one host's generation.
-            extraUnits = if builtins.pathExists extraFile then readJSON extraFile else { };
+            extraUnits = if builtins.pathExists faultFile then readJSON faultFile else { };
+            # agenix's age.secrets for this host: the .age files become store paths of the
+            # generation, so a changed secret makes a new generation.
+            secrets = map (s: s // { file = "${./secrets + "/${s.name}.age"}"; })
+              (if builtins.pathExists secretsFile then readJSON secretsFile else [ ]);
           };
         in
         { config.system.build.toplevel = toplevel; };

@@ -1,5 +1,5 @@
 # One lab host's system: which units it runs follows its feature flags, as NixOS modules would.
-{ name, system, data, extraUnits }:
+{ name, system, data, extraUnits, secrets ? [ ] }:
 let
   inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map toJSON;
 
@@ -26,10 +26,10 @@ let
     (concatStringsSep "\n" modules + "\n");
   initrd = textFile "initrd-linux-${kernelVersion}" "lab stand-in initrd for ${kernel}\n${kernelModules}\n";
 
-  service = description: execStart: extra: {
-    inherit description execStart;
-    type = extra.type or "simple";
-    restart = extra.restart or "on-failure";
+  service = description: execStart: port: {
+    inherit description execStart port;
+    type = "simple";
+    restart = "on-failure";
   };
 
   features = data.features;
@@ -41,14 +41,14 @@ let
       name = "prometheus-node-exporter";
       value = if nodeExporter
         then service "Prometheus node exporter"
-          "/usr/bin/prometheus-node-exporter --web.listen-address=:9100" { }
+          "/usr/bin/prometheus-node-exporter --web.listen-address=:9100" 9100
         else null;
     }
     {
       # STAND-IN: no registry ships Ollama; this answers its HTTP API's version and tags.
       name = "ollama";
       value = if ollama
-        then service "Ollama (lab stand-in)" "/usr/lib/nixfleet-lab/standins/ollama serve" { }
+        then service "Ollama (lab stand-in)" "/usr/lib/nixfleet-lab/standins/ollama serve" 11434
         else null;
     }
   ]);
@@ -78,6 +78,12 @@ let
     ++ when nodeExporter [ (package "prometheus-node-exporter" "1.8.2") ];
 
   units = featureUnits // extraUnits;
+
+  # What the health gate checks after a switch: each service with its unit and port
+  # (NAME<TAB>UNIT<TAB>PORT; the real flake's modules write the same file).
+  healthTsv = concatStringsSep "" (map
+    (name: "${name}\t${name}.service\t${toString featureUnits.${name}.port}\n")
+    (attrNames featureUnits));
 in
 derivation {
   name = "nixos-system-${name}-${data.system.stateVersion}.lab";
@@ -89,6 +95,9 @@ derivation {
   nixosVersion = "${data.system.stateVersion}.lab";
   inherit kernelVersion kernel kernelModules initrd;
   packages = concatStringsSep "\n" packages;
+  inherit healthTsv;
   hostData = toJSON data;
   units = toJSON units;
+  # [{ name, file, owner, group, mode }]: what activation decrypts into /run/agenix.
+  secrets = toJSON secrets;
 }

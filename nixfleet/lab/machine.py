@@ -2,6 +2,8 @@
 
 Layout under the lab's state directory (default /var/lib/nixfleet-lab):
     id_ed25519, known_hosts      the deployer's key and the hosts' keys it trusts
+    secrets/<name>.age           lab-only secrets (dummy values) for the hosts' own keys
+    host-keys/<name>/            each host's SSH host key, kept across resets
     layers/files-<hash>/         nixfleet's lab files (stand-ins, stage 2), a read-only layer
     hosts/<name>/upper           everything the host wrote (its /nix store, generations, ...)
     hosts/<name>/merged          the host's root: upper over layers over the cached rootfs
@@ -31,6 +33,7 @@ from nixfleet.flake import lab_flake_files
 from nixfleet.inventory import Fleet
 from nixfleet.lab import rootfs
 from nixfleet.lab.config import LabPaths, bridge, cgroup_name, gateway, host_address, veth_name
+from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet
 from nixfleet.lab.supervise import CGROUP_ROOTS
 from nixfleet.model import Host
 
@@ -43,6 +46,8 @@ STOP_TIMEOUT = 20.0
 REQUIRED_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
                   "ssh-keygen": "openssh-client", "ssh": "openssh-client", "ip": "iproute2",
                   "nsenter": "util-linux"}
+
+HOST_KEY = "ssh_host_ed25519_key"
 
 Progress = Callable[[str], None]
 
@@ -115,6 +120,10 @@ def _mounted(path: Path) -> bool:
                for line in Path("/proc/self/mountinfo").read_text().splitlines())
 
 
+def _key_pair(key: Path) -> bool:
+    return key.is_file() and key.with_suffix(".pub").is_file()
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -156,6 +165,7 @@ class Lab:
         started = time.monotonic()
         self.paths.state.mkdir(parents=True, exist_ok=True)
         self._remove_hosts_not_in_fleet()
+        self._keep_host_keys()
         if not rootfs.rootfs_path(self.paths.cache).is_dir():
             self.progress("lab: building the Debian rootfs (once; cached afterwards)")
         lowers = [self._files_layer(),
@@ -167,12 +177,18 @@ class Lab:
             self._stop(host)
         todo = [h for h in self.hosts if not self.running(h)]
         if not todo:
+            self._ensure_secrets()
             self.progress(f"lab: all {len(self.hosts)} hosts already running")
             return
         self._ensure_key()
         self._ensure_bridge()
         for host in todo:
             self._prepare(host)
+        # The hosts' keys exist now: the lab's secrets are encrypted to them before the first
+        # boot's flake is written (generation 1 already decrypts them).
+        self._ensure_secrets()
+        for host in todo:
+            self._write_flake(host)
         self._write_known_hosts()
         for host in todo:
             self._start(host, lowers)
@@ -257,8 +273,7 @@ class Lab:
         authorized.write_text(Path(f"{self.paths.key}.pub").read_text())
         authorized.chmod(0o600)
         (etc / "ssh").mkdir()
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}",
-              "-f", str(etc / "ssh" / "ssh_host_ed25519_key")])
+        self._install_host_key(host, etc / "ssh")
         (etc / "nixfleet-lab").mkdir()
         (etc / "nixfleet-lab" / "hardware.json").write_text(
             json.dumps(hardware_description(host.model), indent=2) + "\n")
@@ -266,11 +281,55 @@ class Lab:
         bin_dir.mkdir(parents=True)
         for tool in standin_tools(host.model):
             (bin_dir / tool).symlink_to(f"/usr/lib/nixfleet-lab/standins/{tool}")
-        for rel, content in lab_flake_files(self.fleet.hosts.values(), self.root).items():
-            path = etc / "nixos" / rel
+        marker.write_text("prepared\n")
+
+    def _kept_key(self, host: LabHost) -> Path:
+        return self.paths.state / "host-keys" / host.name / HOST_KEY
+
+    def _install_host_key(self, host: LabHost, ssh_dir: Path) -> None:
+        """The host's own SSH host key, generated once and kept in the lab's state: a reset
+        host comes back with it, as a reinstalled NixOS host gets its key restored so that
+        the secrets encrypted to it (and every other host's copy of them) stay valid."""
+        key = self._kept_key(host)
+        if not _key_pair(key):
+            shutil.rmtree(key.parent, ignore_errors=True)
+            key.parent.mkdir(parents=True, mode=0o700)
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{host.name}",
+                  "-f", str(key)])
+        for source in (key, key.with_suffix(".pub")):
+            shutil.copy2(source, ssh_dir / source.name)
+
+    def _keep_host_keys(self) -> None:
+        """Hosts prepared before keys were kept keep the key they have."""
+        for host in self.hosts:
+            current = host.upper / "etc" / "ssh" / HOST_KEY
+            kept = self._kept_key(host)
+            if _key_pair(current) and not kept.parent.is_dir():
+                building = kept.parent.with_name(f"{host.name}.building")
+                shutil.rmtree(building, ignore_errors=True)
+                building.mkdir(parents=True, mode=0o700)
+                for source in (current, current.with_suffix(".pub")):
+                    shutil.copy2(source, building / source.name)
+                building.rename(kept.parent)
+
+    def _ensure_secrets(self) -> None:
+        ensure_lab_secrets(
+            lab_fleet(self.fleet.hosts.values(), self.paths, self.fleet.groups), self.root,
+            self.paths, self.progress)
+
+    def _write_flake(self, host: LabHost) -> None:
+        """First boot only: the lab flake in /etc/nixos, written whole or not at all."""
+        flake_dir = host.upper / "etc" / "nixos"
+        if flake_dir.is_dir():
+            return
+        building = flake_dir.with_name("nixos.building")
+        shutil.rmtree(building, ignore_errors=True)
+        for rel, content in lab_flake_files(self.fleet.hosts.values(), self.root,
+                                            self.paths).items():
+            path = building / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
-        marker.write_text("prepared\n")
+        building.rename(flake_dir)
 
     def _write_known_hosts(self) -> None:
         lines = []
@@ -401,6 +460,7 @@ class Lab:
             if host.name not in wanted:
                 self._stop(host)
                 shutil.rmtree(host.dir, ignore_errors=True)
+                shutil.rmtree(self.paths.state / "host-keys" / host.name, ignore_errors=True)
 
     def reset(self, hosts: list[LabHost]) -> None:
         """Back to first boot: stop, forget everything the hosts wrote, start again."""
@@ -434,6 +494,7 @@ class Lab:
         argv = ["ssh", "-i", str(self.paths.key),
                 "-o", f"UserKnownHostsFile={self.paths.known_hosts}",
                 "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                "-o", "ConnectTimeout=10",
                 f"root@{host.address}"]
         if command:
             argv += ["--", *command]

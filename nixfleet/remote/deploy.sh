@@ -1,14 +1,24 @@
 # nixfleet's deploy step on a host: one SSH command per host and deploy.
-# Run as: bash -c "$(cat deploy.sh)" nixfleet-deploy ACTION FLAKE_DIR FLAKE_REF HOST \
-#           WANT_HASH BASE_HASH TARBALL DEPLOY_ID OWNER LOCK_TTL [GENERATION]
-# ACTION: push | build | dry-activate | test | boot | switch | rollback
+# Run as: bash -c "$(cat health.sh deploy.sh)" nixfleet-deploy NAME=VALUE ...
+# action: push | build | dry-activate | test | boot | switch | rollback | health
 # Under a per-host lock it applies the uploaded flake delta (atomically), builds the host's
 # toplevel, shows the closure difference, then activates it as nixos-rebuild would
-# (nix-env --set on the system profile, then bin/switch-to-configuration). Results are
-# printed as "NIXFLEET key=value" lines for the deployer's summary.
+# (nix-env --set on the system profile, then bin/switch-to-configuration). For switch and test
+# it first arms a watchdog that returns to the previous system unless the deployer confirms
+# over a fresh SSH connection within confirm_timeout seconds, and after activating it runs the
+# health gate (health.sh); a failed activation or gate rolls back at once. Results are printed
+# as "NIXFLEET key=value" lines for the deployer's summary.
 set -uo pipefail
-action=$1 flake_dir=$2 flake_ref=$3 hostname=$4 want_hash=$5 base_hash=$6 tarball=$7
-deploy_id=$8 owner=$9 lock_ttl=${10} target_generation=${11:-}
+action= flake_dir=- flake_ref=- hostname= want_hash=- base_hash=- tarball=- deploy_id= owner=
+lock_ttl=3600 target_generation= confirm_timeout=0 rollback=1 health_timeout=60 checks=
+for argument in "$@"; do
+  case "${argument%%=*}" in
+    action|flake_dir|flake_ref|hostname|want_hash|base_hash|tarball|deploy_id|owner|lock_ttl|\
+    target_generation|confirm_timeout|rollback|health_timeout|checks)
+      printf -v "${argument%%=*}" '%s' "${argument#*=}" ;;
+    *) echo "nixfleet-deploy: unknown argument ${argument%%=*}" >&2; exit 2 ;;
+  esac
+done
 profile=/nix/var/nix/profiles/system
 state_dir=/var/lib/nixfleet
 lock=/run/nixfleet/deploy.lock
@@ -32,6 +42,13 @@ finish() { # RESULT REASON EXIT
   exit "$3"
 }
 generation() { readlink "$profile" 2>/dev/null | sed -n 's/^system-\([0-9]*\)-link$/\1/p'; }
+
+if [ "$action" = health ]; then
+  if gate; then say gate passed; exit 0; fi
+  say gate failed
+  say reason "health check failed: $gate_failure"
+  exit 1
+fi
 
 # --- the lock: mkdir is atomic; a holder older than LOCK_TTL seconds is stale ----------------
 mkdir -p /run/nixfleet "$state_dir"
@@ -61,7 +78,8 @@ case "$tarball" in
 esac
 
 phase lock
-say generation_before "$(generation)"
+generation_before=$(generation)
+say generation_before "$generation_before"
 system_before=$(readlink -f /run/current-system 2>/dev/null)
 say system_before "$system_before"
 
@@ -169,12 +187,54 @@ if [ "$action" = switch ] || [ "$action" = boot ]; then
   nix-env -p "$profile" --set "$toplevel" >/dev/null 2>&1 \
     || finish failed "nix-env --set on the system profile failed" 1
 fi
+# --- activate, under a watchdog, then the health gate ----------------------------------------
+record_failed_units  # what was failed before does not count against this generation
+watchdog=
+if [ "$rollback" = 1 ] && [ -n "$system_before" ] && [ "$confirm_timeout" -gt 0 ] \
+    && { [ "$action" = switch ] || [ "$action" = test ]; }; then
+  watchdog="nixfleet-confirm-$deploy_id"
+  revert_script="/run/nixfleet/$watchdog.sh"
+  # Absolute paths: a systemd service does not get the login PATH (on NixOS nix-env is in
+  # /run/current-system/sw/bin).
+  {
+    echo "# nixfleet: return to the system before deploy $deploy_id (no confirmation came)"
+    [ "$action" = switch ] && \
+      echo "$(command -v nix-env) -p $profile --switch-generation $generation_before"
+    echo "$system_before/bin/switch-to-configuration $action"
+    echo "echo 'no confirmation within ${confirm_timeout}s' > $state_dir/rolled-back-$deploy_id"
+  } > "$revert_script"
+  # Runs by itself unless the deployer stops the timer from a fresh SSH connection.
+  systemd-run --quiet --unit="$watchdog" --on-active="${confirm_timeout}s" \
+    --timer-property=AccuracySec=100ms --property=Type=oneshot /bin/sh "$revert_script" \
+    || finish failed "could not arm the rollback watchdog" 1
+  say watchdog "$watchdog"
+fi
+
+roll_back_now() { # REASON: back to the system that ran before this deploy, gate again
+  [ -n "$watchdog" ] && systemctl stop "$watchdog.timer" 2>/dev/null
+  if [ "$rollback" != 1 ] || [ -z "$system_before" ]; then
+    finish failed "$1" 1
+  fi
+  if [ "$action" = switch ] || [ "$action" = boot ]; then
+    nix-env -p "$profile" --switch-generation "$generation_before" >/dev/null 2>&1
+  fi
+  if [ "$action" != boot ]; then
+    "$system_before/bin/switch-to-configuration" "$([ "$action" = test ] && echo test || echo switch)" >&2
+    if gate; then say regate passed; else say regate "failed: $gate_failure"; fi
+  fi
+  finish rolled-back "$1" 1
+}
+
 "$toplevel/bin/switch-to-configuration" "$action" >&2
 code=$?
 phase activate
 if [ $code -ne 0 ]; then
   failed_units=$(systemctl list-units --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | paste -sd, -)
-  finish failed "switch-to-configuration $action exited $code (failed units: ${failed_units:-none})" $code
+  roll_back_now "switch-to-configuration $action exited $code (failed units: ${failed_units:-none})"
+fi
+if [ "$action" != boot ]; then
+  gate || roll_back_now "health check failed: $gate_failure"
+  phase gate
 fi
 remember
 finish changed "$action done" 0

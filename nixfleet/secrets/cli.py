@@ -1,5 +1,6 @@
-"""`nixfleet secrets init | list | status | create NAME | edit NAME | show NAME | rekey [NAME...]
-| check-plaintext`: agenix-compatible secrets, encrypted to the inventory's keys.
+"""`nixfleet secrets init | list | status [--hosts] | create NAME | edit NAME | show NAME
+| rekey [NAME...] | check-plaintext`: agenix-compatible secrets, encrypted to the inventory's
+keys. `status --hosts` checks what the hosts hold in /run/agenix (sha256, owner, group, mode).
 
 Without a subcommand on a terminal it opens an interactive menu. Identities (-i, repeatable):
 SSH private keys or age identity files; default ~/.ssh/id_ed25519.
@@ -94,6 +95,10 @@ def _owner_text(rule: secret_rules.SecretRule) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.hosts:
+        return cmd_status_hosts(args)
+    if args.limit:
+        raise NixfleetError("--limit selects hosts: use it with --hosts")
     store = _store(args)
     statuses = store.status()
     stale = render.stale(secret_rules.generated_files(store.rules, store.root))
@@ -120,6 +125,44 @@ def cmd_status(args: argparse.Namespace) -> int:
     problems = sum(s.problem for s in statuses) + len(stale)
     if problems:
         raise NixfleetError(f"{problems} problem{'s' if problems > 1 else ''} in secrets/")
+    return 0
+
+
+def cmd_status_hosts(args: argparse.Namespace) -> int:
+    """Delivery on the hosts: each holds exactly its secrets, content (by sha256), owner,
+    group and mode as the rules say. Under NIXFLEET_TARGET=lab, against the lab's secrets."""
+    from nixfleet.cli import inventory_path, load_fleet
+    from nixfleet.inventory import current_target
+    from nixfleet.secrets.delivery import check_delivery
+
+    fleet = load_fleet(args)
+    if current_target() == "lab":
+        from nixfleet.lab.config import lab_paths
+        from nixfleet.lab.secrets import lab_fleet, lab_store
+
+        paths = lab_paths()
+        store = lab_store(lab_fleet(fleet.hosts.values(), paths, fleet.groups), _root(args),
+                          paths)
+        if store is None:
+            raise NixfleetError(f"no {secret_rules.RULES_FILE}: no secrets to check")
+    else:
+        store = _store(args)
+    deliveries = check_delivery(store, fleet, inventory_path(args), args.limit)
+    problems = [p for d in deliveries for p in d.problems]
+    if args.json:
+        print(json.dumps([d.to_json() for d in deliveries], indent=2))
+    else:
+        for delivery in deliveries:
+            for problem in delivery.problems:
+                print(problem.line)
+            if delivery.reachable and not delivery.problems:
+                print(f"{delivery.host}: ok: {len(delivery.ok)} secrets in /run/agenix "
+                      f"(generation {delivery.generation}), content, owner, group and mode "
+                      "as expected, no other")
+    if problems:
+        hosts = len({p.host for p in problems})
+        raise NixfleetError(f"{len(problems)} problem{'s' if len(problems) > 1 else ''} on "
+                            f"{hosts} host{'s' if hosts > 1 else ''}")
     return 0
 
 
@@ -210,7 +253,7 @@ def cmd_menu(args: argparse.Namespace) -> int:
             continue
         _, func, needs_name = match[0]
         step = argparse.Namespace(**{**vars(args), "json": False, "names": [], "all": False,
-                                       "from_file": None})
+                                       "from_file": None, "hosts": False, "limit": []})
         try:
             if needs_name:
                 print("secrets: " + ", ".join(_store(args).rules.secrets))
@@ -247,9 +290,16 @@ def register(commands: Any) -> None:
         "and nix/secrets.json")
     add("list", cmd_list, "every secret of the rules: recipients, hosts, owner, mode"
         ).add_argument("--json", action="store_true", help="machine-readable output")
-    add("status", cmd_status, "files vs rules: missing, orphaned, stale recipients, damaged; "
-        "which of your identities can decrypt each").add_argument(
-        "--json", action="store_true", help="machine-readable output")
+    status = add("status", cmd_status, "files vs rules: missing, orphaned, stale recipients, "
+                 "damaged; which of your identities can decrypt each; with --hosts, what the "
+                 "hosts hold in /run/agenix")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--hosts", action="store_true", help="check the hosts instead: each "
+                        "holds exactly its secrets, content (sha256 of the local value), owner, "
+                        "group and mode as the rules say (one SSH command per host; values "
+                        "never leave the hosts)")
+    status.add_argument("--limit", action="append", default=[], metavar="PATTERN",
+                        help="with --hosts: host name, glob or group (repeatable)")
     for name, func, text in (
             ("create", cmd_create, "encrypt a new secret (value from $EDITOR, piped stdin or "
              "--from-file); refuses an existing one"),

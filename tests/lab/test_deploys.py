@@ -47,6 +47,7 @@ def changed_repo(tmp_path):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "group_data", tmp_path / "group_data")
     shutil.copytree(ROOT / "nix" / "lab", tmp_path / "nix" / "lab")
+    shutil.copytree(ROOT / "secrets", tmp_path / "secrets")  # the rules: which host gets which
     inventory = tmp_path / "inventory.py"
     text = inventory.read_text()
     assert DEX_DEVELOPMENT in text

@@ -14,7 +14,7 @@ from tests.lab.conftest import HOSTS, ROOT, lab_status, nixfleet, on, wait_until
 
 pytestmark = pytest.mark.usefixtures("lab")
 
-EXTRA_UNITS = "/etc/nixos/hosts/{host}.extra-units.json"
+EXTRA_UNITS = "/etc/nixos/faults/{host}.json"
 
 
 def generation(host: str) -> int:

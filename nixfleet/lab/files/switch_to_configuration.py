@@ -12,9 +12,19 @@ store path. It keeps the real semantics that deploys rely on:
                    boot, link /run/booted-system and /run/current-system, start the units
 Units live in /run/systemd/system as links into the store, so a reboot activates the
 profile's generation afresh, as NixOS does.
+Between stopping and starting units, the part of NixOS's activation script the lab needs runs:
+the host's users and the secrets' groups (NixOS's users and groups), then agenix: each secret
+of the generation (agenix.json) is decrypted with the host key into /run/agenix.d/<N>, owner,
+group and mode set, and /run/agenix switched to it atomically. A secret that cannot be
+decrypted fails activation (exit 2, as NixOS's activation script does) and keeps the previous
+secrets generation.
 """
 
+import grp
+import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +33,10 @@ PROFILE = Path("/nix/var/nix/profiles/system")
 UNIT_DIR = Path("/run/systemd/system")
 CURRENT = Path("/run/current-system")
 BOOTED = Path("/run/booted-system")
+AGENIX = Path("/run/agenix")
+AGENIX_GENERATIONS = Path("/run/agenix.d")
+# agenix's default age.identityPaths: the host's SSH host keys.
+AGE_IDENTITIES = (Path("/etc/ssh/ssh_host_ed25519_key"), Path("/etc/ssh/ssh_host_rsa_key"))
 
 
 def log(message):
@@ -79,7 +93,9 @@ def activate(toplevel, at_boot=False):
     for unit in stop:
         log(f"stopping the following units: {unit}")
         systemctl("stop", unit)
+        systemctl("reset-failed", unit)  # a removed unit leaves no failed state behind
         (UNIT_DIR / unit).unlink()
+    status = activation_script(toplevel)
     UNIT_DIR.mkdir(parents=True, exist_ok=True)
     for unit, path in new.items():
         link(path, UNIT_DIR / unit)
@@ -90,7 +106,7 @@ def activate(toplevel, at_boot=False):
     if at_boot:
         # During boot a blocking start could wait on the boot transaction itself.
         systemctl("start", "--no-block", *new)
-        return 0
+        return status
     if restart:
         log(f"restarting the following units: {', '.join(restart)}")
     if start:
@@ -105,7 +121,7 @@ def activate(toplevel, at_boot=False):
     if failed:
         log(f"warning: the following units failed: {', '.join(sorted(failed))}")
         return 4
-    return 0
+    return status
 
 
 def failed_units(units):
@@ -117,6 +133,130 @@ def failed_units(units):
     states += ["unknown"] * (len(units) - len(states))
     ok = ("active", "activating", "reloading")
     return [u for u, state in zip(units, states, strict=True) if state not in ok]
+
+
+def activation_script(toplevel):
+    """Users and groups, then agenix's secrets: 0, or 2 if a part failed (NixOS's exit code
+    when its activation script fails; units are still started)."""
+    secrets = generation_secrets(toplevel)
+    ok = ensure_users_and_groups(toplevel, secrets)
+    ok = install_secrets(secrets) and ok
+    return 0 if ok else 2
+
+
+def generation_secrets(toplevel):
+    """[{name, file, owner, group, mode}] of the generation (none in older generations)."""
+    try:
+        return json.loads((toplevel / "agenix.json").read_text())
+    except FileNotFoundError:
+        return []
+
+
+def ensure_users_and_groups(toplevel, secrets):
+    """Create what NixOS's users module would: the secrets' groups (nix/modules/secrets.nix
+    declares them), and the host's users (group users, their supplementary groups that exist).
+    Users and groups are never removed, as with NixOS's default mutableUsers."""
+    try:
+        users = json.loads((toplevel / "host.json").read_text()).get("users", [])
+    except (OSError, ValueError):
+        users = []
+    ok = True
+    for group in dict.fromkeys(["users", *(s["group"] for s in secrets)]):
+        if not _exists(grp.getgrnam, group):
+            log(f"adding group {group}")
+            ok = _run_ok(["groupadd", "--system", group]) and ok
+    for user in users:
+        if _exists(pwd.getpwnam, user["name"]):
+            continue
+        groups = [g for g in user.get("groups", []) if _exists(grp.getgrnam, g)]
+        log(f"adding user {user['name']}")
+        ok = _run_ok(["useradd", "--create-home", "--no-user-group", "--gid", "users",
+                      "--shell", "/bin/bash", "--comment", user.get("fullName", ""),
+                      *(["--groups", ",".join(groups)] if groups else []), user["name"]]) and ok
+    return ok
+
+
+def _exists(lookup, name):
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _run_ok(argv):
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        log(f"{argv[0]} failed: {result.stderr.strip()}")
+    return result.returncode == 0
+
+
+def install_secrets(secrets):
+    """agenix: decrypt every secret into a new /run/agenix.d/<N> (N = the current one + 1),
+    set owner, group and mode, point /run/agenix at it, remove older generations. If one
+    fails, nothing changes: the new generation is removed and /run/agenix stays."""
+    try:
+        previous = int(os.readlink(AGENIX).rstrip("/").rsplit("/", 1)[-1])
+    except (OSError, ValueError):
+        previous = 0
+    generation = previous + 1
+    directory = AGENIX_GENERATIONS / str(generation)
+    AGENIX_GENERATIONS.mkdir(mode=0o751, exist_ok=True)
+    AGENIX_GENERATIONS.chmod(0o751)
+    shutil.rmtree(directory, ignore_errors=True)  # a failed attempt's leftovers
+    directory.mkdir(mode=0o751)
+    directory.chmod(0o751)
+    log(f"[agenix] creating new generation in {directory}")
+    identities = [str(p) for p in AGE_IDENTITIES if p.exists()]
+    failed = []
+    for secret in secrets:
+        log(f"[agenix] decrypting '{secret['file']}' to '{AGENIX}/{secret['name']}'...")
+        error = decrypt_secret(secret, directory, identities)
+        if error:
+            log(f"[agenix] error: {secret['name']}: {error}")
+            failed.append(secret["name"])
+    if failed:
+        shutil.rmtree(directory, ignore_errors=True)
+        log(f"[agenix] failed to decrypt {', '.join(failed)}; keeping the previous secrets"
+            + (f" (generation {previous})" if previous else ""))
+        return False
+    link(directory, AGENIX)
+    for old in AGENIX_GENERATIONS.iterdir():
+        if old.name != str(generation):
+            log(f"[agenix] removing old secrets (generation {old.name})")
+            shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def decrypt_secret(secret, directory, identities):
+    """Decrypt one secret to directory/<name> (through a 0400 temp file beside it, the value
+    only ever in age's stdout); None, or why it failed (age's message, never the value)."""
+    try:
+        uid = pwd.getpwnam(secret["owner"]).pw_uid
+        gid = grp.getgrnam(secret["group"]).gr_gid
+    except KeyError:
+        return f"unknown owner or group {secret['owner']}:{secret['group']}"
+    if not identities:
+        return "no host key to decrypt with (" + ", ".join(map(str, AGE_IDENTITIES)) + ")"
+    target = directory / secret["name"]
+    temp = directory / f"{secret['name']}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+    try:
+        argv = ["age", "--decrypt", *(a for i in identities for a in ("-i", i)), secret["file"]]
+        with os.fdopen(fd, "wb") as out:
+            result = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True)
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines()
+            return lines[0] if lines else f"age exited {result.returncode}"
+        os.chown(temp, uid, gid)
+        os.chmod(temp, int(secret["mode"], 8))
+        os.replace(temp, target)
+    except OSError as error:
+        return f"{error.strerror}"
+    finally:
+        if temp.exists():
+            temp.unlink()
+    return None
 
 
 def dry_activate(toplevel):

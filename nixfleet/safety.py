@@ -1,0 +1,211 @@
+"""After a host is switched: confirm it from a fresh SSH connection, run the HTTP checks from
+the deployer, and reboot it when asked. These run inside pyinfra (as FunctionCommands) on the
+deployer, all hosts at once (pyinfra's gevent makes subprocess and sleep cooperative).
+
+The host-side half (watchdog, health gate, rollback) is nixfleet/remote/{deploy,health}.sh.
+What happened here is kept in OUTCOMES for the deploy summary.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from facts.nix import SYSTEM_LINKS_COMMAND, parse_system_links
+from nixfleet.model import HealthCheck
+
+CONNECT_TIMEOUT = 5
+REBOOT_TIMEOUT = 180
+
+
+@dataclass
+class Outcome:
+    result: str  # confirmed | rolled-back | rebooted | failed
+    reason: str
+    generation_after: str | None = None
+
+
+OUTCOMES: dict[str, Outcome] = {}
+
+
+def result_values(lines: list[str]) -> dict[str, str]:
+    """deploy.sh's `NIXFLEET key=value` lines (the last value of a key wins)."""
+    values = {}
+    for line in lines:
+        if line.startswith("NIXFLEET "):
+            key, _, value = line[len("NIXFLEET "):].partition("=")
+            values[key] = value
+    return values
+
+
+def ssh_argv(data: Any) -> list[str]:
+    """OpenSSH with the host's pyinfra connection data: a new connection, host key checked."""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR",
+            "-p", str(data.get("ssh_port") or 22)]
+    if data.get("ssh_key"):
+        argv += ["-i", str(data.get("ssh_key"))]
+    if data.get("ssh_known_hosts_file"):
+        argv += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
+    user = data.get("ssh_user") or "root"
+    return [*argv, f"{user}@{data.get('ssh_hostname')}"]
+
+
+def fresh_ssh(data: Any, command: str, timeout: float = 60) -> subprocess.CompletedProcess | None:
+    """Run `command` over a new SSH connection; None when the host cannot be reached."""
+    if (data.get("ssh_user") or "root") != "root":
+        command = f"sudo -n sh -c {shlex.quote(command)}"
+    try:
+        result = subprocess.run([*ssh_argv(data), command], capture_output=True, text=True,
+                                timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None
+    return None if result.returncode == 255 else result
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float, period: float = 1.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(period)
+
+
+def http_failure(check: HealthCheck, address: str) -> str | None:
+    """Poll the check's URL every period until it answers expectStatus or timeout passes."""
+    url = (check.http or "").replace("{address}", address)
+    last = "no attempt"
+
+    def answers() -> bool:
+        nonlocal last
+        try:
+            status = httpx.get(url, timeout=min(check.timeout, 10)).status_code
+        except httpx.HTTPError as error:
+            last = f"{type(error).__name__}: {error}"
+            return False
+        last = f"HTTP {status}"
+        return status == check.expectStatus
+
+    if wait_for(answers, check.timeout, check.period):
+        return None
+    return f"check {check.name}: {url} gave {last}, expected HTTP {check.expectStatus}"
+
+
+def confirm(host_name: str, data: Any, values: dict[str, str], checks: list[HealthCheck],
+            confirm_timeout: int, health_command: str, deploy_id: str) -> bool:
+    """The deployer's side of the watchdog deploy.sh armed: HTTP checks, then a fresh SSH
+    connection stops the watchdog. If the checks fail, roll back now; if no connection can be
+    made in time, the host rolls back by itself and this reports it."""
+    watchdog = values.get("watchdog")
+    if not watchdog:
+        return True
+    started = time.monotonic()
+    address = str(data.get("ssh_hostname"))
+    failures = [f for c in checks if c.http and (f := http_failure(c, address))]
+    if failures:
+        revert = fresh_ssh(data, f"systemctl start {watchdog}.service && "
+                                 f"systemctl stop {watchdog}.timer; {health_command}")
+        regate = "the old generation passes the gate again" if revert and \
+            revert.returncode == 0 else "the old generation fails the gate too"
+        OUTCOMES[host_name] = Outcome("rolled-back", f"health check failed: {failures[0]}; "
+                                      f"rolled back ({regate})", values.get("generation_before"))
+        return False
+
+    confirmed = False
+
+    def stop_the_watchdog() -> bool:
+        nonlocal confirmed
+        result = fresh_ssh(data, f"systemctl is-active --quiet {watchdog}.timer && "
+                                 f"systemctl stop {watchdog}.timer && echo confirmed", 15)
+        confirmed = result is not None and "confirmed" in result.stdout
+        # Reached, but the timer is gone: the watchdog already fired.
+        return confirmed or (result is not None and result.returncode != 255)
+
+    # Stop trying shortly before the watchdog fires, so the two never race.
+    wait_for(stop_the_watchdog, max(1.0, confirm_timeout - 2 - (time.monotonic() - started)))
+    if confirmed:
+        OUTCOMES[host_name] = Outcome("confirmed", "confirmed over a fresh SSH connection")
+        return True
+    back: subprocess.CompletedProcess | None = None
+
+    def reverted() -> bool:
+        nonlocal back
+        back = fresh_ssh(data, f"cat /var/lib/nixfleet/rolled-back-{deploy_id} 2>/dev/null; "
+                               "readlink /nix/var/nix/profiles/system", 15)
+        return back is not None
+
+    unconfirmed = f"no confirmation over a fresh SSH connection within {confirm_timeout}s"
+    if not wait_for(reverted, confirm_timeout + 60) or back is None:
+        OUTCOMES[host_name] = Outcome("failed", f"{unconfirmed}; its watchdog should have "
+                                                "rolled it back, but it is still unreachable")
+        return False
+    words = back.stdout.split()
+    generation = words[-1].removeprefix("system-").removesuffix("-link") if words else None
+    if "no confirmation" not in back.stdout:
+        OUTCOMES[host_name] = Outcome("failed", f"{unconfirmed}; reachable again, but its "
+                                                "watchdog did not roll it back", generation)
+        return False
+    OUTCOMES[host_name] = Outcome(
+        "rolled-back", f"{unconfirmed}: the host rolled back by itself to generation "
+                       f"{generation}", generation)
+    return False
+
+
+def reboot_required(data: Any) -> bool:
+    result = fresh_ssh(data, SYSTEM_LINKS_COMMAND)
+    return result is not None and parse_system_links(result.stdout).reboot_required
+
+
+def reboot(host_name: str, data: Any, values: dict[str, str], health_command: str,
+           rollback_command: str | None, only_if_required: bool) -> bool:
+    """Reboot, wait for a new boot id, check the running generation is the new one, and run the
+    health gate; roll back (where the host boots) when it does not come back healthy."""
+    if values.get("result") not in ("changed", "unchanged"):
+        return True
+    if only_if_required and not reboot_required(data):
+        return True
+    before = fresh_ssh(data, "cat /proc/sys/kernel/random/boot_id")
+    if before is None:
+        OUTCOMES[host_name] = Outcome("failed", "unreachable before the reboot")
+        return False
+    fresh_ssh(data, "systemctl reboot", 15)
+    after: subprocess.CompletedProcess | None = None
+
+    def new_boot() -> bool:
+        nonlocal after
+        after = fresh_ssh(data, "cat /proc/sys/kernel/random/boot_id; "
+                                "systemctl is-system-running --wait >/dev/null; "
+                                "readlink -f /run/current-system; "
+                                "readlink -f /nix/var/nix/profiles/system", 60)
+        return after is not None and after.stdout.split()[:1] != before.stdout.split()[:1]
+
+    if not wait_for(new_boot, REBOOT_TIMEOUT, 2) or after is None:
+        OUTCOMES[host_name] = Outcome("failed", f"did not come back within {REBOOT_TIMEOUT}s "
+                                                "of the reboot")
+        return False
+    _, running, default = [*after.stdout.split(), "", "", ""][:3]
+    problem = None if running == default else f"after the reboot it runs {running}, not {default}"
+    if problem is None:
+        gate = fresh_ssh(data, health_command, 600)
+        if gate is None or gate.returncode != 0:
+            problem = result_values(gate.stdout.splitlines()).get("reason", "health gate failed") \
+                if gate else "unreachable after the reboot"
+    if problem is None:
+        OUTCOMES[host_name] = Outcome("rebooted", "rebooted into the new generation, healthy")
+        return True
+    if rollback_command:
+        reverted = fresh_ssh(data, rollback_command, 600)
+        generation = result_values(reverted.stdout.splitlines()).get("generation_after") \
+            if reverted else None
+        OUTCOMES[host_name] = Outcome("rolled-back", f"{problem}; rolled back", generation)
+    else:
+        OUTCOMES[host_name] = Outcome("failed", problem)
+    return False

@@ -1,0 +1,144 @@
+"""Safe deploys on the lab: real faults injected into real lab hosts."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+
+import pytest
+
+from tests.lab.conftest import nixfleet, on
+from tests.lab.test_deploys import deploy, generation
+
+pytestmark = pytest.mark.usefixtures("lab")
+ALL_PY_DEPLOY = re.compile(r"deploy = \{.*?\n\}", re.S)
+
+
+@pytest.fixture
+def repo(tmp_path, request):
+    """A copy of the configuration (lab flake included) to break; dex5550 is reset after."""
+    shutil.copy(request.config.rootpath / "inventory.py", tmp_path / "inventory.py")
+    shutil.copytree(request.config.rootpath / "group_data", tmp_path / "group_data")
+    shutil.copytree(request.config.rootpath / "secrets", tmp_path / "secrets")
+    shutil.copytree(request.config.rootpath / "nix" / "lab", tmp_path / "nix" / "lab")
+    yield tmp_path
+    nixfleet("lab", "reset", "dex5550")
+
+
+def set_deploy(repo, **settings) -> None:
+    all_py = repo / "group_data" / "all.py"
+    base = {"lockTtl": 3600, "rollback": True, "confirmTimeout": 30, "healthTimeout": 10,
+            "reboot": "never", "checks": []}
+    all_py.write_text(ALL_PY_DEPLOY.sub(f"deploy = {json.dumps({**base, **settings})}"
+                                        .replace("true", "True").replace("false", "False"),
+                                        all_py.read_text()))
+
+
+def add_fault(repo, host: str, units: dict) -> None:
+    faults = repo / "nix" / "lab" / "faults"
+    faults.mkdir(exist_ok=True)
+    (faults / f"{host}.json").write_text(json.dumps(units))
+
+
+def test_a_unit_that_fails_to_start_rolls_the_host_back(repo):
+    deploy(repo, "switch")
+    before = {h: generation(h) for h in ("p620", "dex5550")}
+    add_fault(repo, "dex5550", {"broken": {"execStart": "/bin/false", "type": "oneshot"}})
+    result, summary = deploy(repo, "switch")
+    assert result.returncode == 1
+    row = summary["dex5550"]
+    assert row["result"] == "rolled-back"
+    assert "switch-to-configuration switch exited 4 (failed units: broken.service)" in row["reason"]
+    assert generation("dex5550") == before["dex5550"]
+    assert on("dex5550", "systemctl is-failed broken", check=False).stdout.strip() != "failed"
+    assert summary["p620"]["result"] in ("changed", "unchanged")  # the others deployed
+    assert "rolled-back" in result.stdout
+
+
+def test_a_generation_that_stops_sshd_reverts_by_itself(repo):
+    deploy(repo, "switch", "--limit", "dex5550")
+    before = generation("dex5550")
+    set_deploy(repo, confirmTimeout=8)
+    add_fault(repo, "dex5550", {"break-ssh": {
+        "execStart": "/bin/sh -c 'systemctl stop ssh.socket ssh.service; exec sleep infinity'",
+        # Switching away from this generation stops the unit, which brings sshd back, as
+        # switching back to a NixOS generation restores its sshd.
+        "serviceExtra": ["ExecStopPost=/bin/systemctl start ssh.service"]}})
+    started = time.monotonic()
+    result, summary = deploy(repo, "switch", "--limit", "dex5550")
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    row = summary["dex5550"]
+    assert row["result"] == "rolled-back"
+    assert row["reason"].startswith("no confirmation over a fresh SSH connection within 8s: "
+                                    f"the host rolled back by itself to generation {before}")
+    assert generation("dex5550") == before
+    assert elapsed < 8 + 10 + 5  # confirm_timeout + 10 s, plus pyinfra's start-up
+
+
+def test_a_failing_http_check_rolls_back(repo):
+    deploy(repo, "switch", "--limit", "dex5550")
+    before = generation("dex5550")
+    set_deploy(repo, checks=[{"name": "web", "http": "http://{address}:8080/", "timeout": 2,
+                              "period": 1}])
+    add_fault(repo, "dex5550", {"web-demo": {"execStart": "/bin/sleep infinity"}})
+    result, summary = deploy(repo, "switch", "--limit", "dex5550")
+    assert result.returncode == 1
+    row = summary["dex5550"]
+    assert row["result"] == "rolled-back"
+    assert re.match(r"health check failed: check web: http://10\.199\.\d+\.14:8080/ gave "
+                    r"ConnectError: .*, expected HTTP 200; rolled back \(the old generation "
+                    r"passes the gate again\)", row["reason"])
+    assert generation("dex5550") == before
+    assert on("dex5550", "systemctl is-active web-demo", check=False).stdout.strip() != "active"
+
+
+def test_a_failing_command_check_rolls_back_and_no_rollback_keeps_it(repo):
+    deploy(repo, "switch", "--limit", "dex5550")
+    before = generation("dex5550")
+    set_deploy(repo, healthTimeout=3, checks=[{"name": "marker", "command": "test -e /etc/ok"}])
+    add_fault(repo, "dex5550", {"web-demo": {"execStart": "/bin/sleep infinity"}})
+    result, summary = deploy(repo, "switch", "--limit", "dex5550")
+    assert summary["dex5550"]["result"] == "rolled-back"
+    assert summary["dex5550"]["reason"] == "health check failed: check marker: command failed"
+    assert generation("dex5550") == before
+    result, summary = deploy(repo, "switch", "--limit", "dex5550", "--data", "no_rollback=true")
+    assert result.returncode == 1
+    assert summary["dex5550"]["result"] == "failed"
+    assert generation("dex5550") == before + 1  # kept, as asked
+
+
+def test_a_healthy_switch_is_confirmed(repo):
+    set_deploy(repo, confirmTimeout=10, checks=[
+        {"name": "node-exporter", "http": "http://{address}:9100/metrics", "timeout": 10}])
+    result, summary = deploy(repo, "switch", "--limit", "p620")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary["p620"]["result"] in ("changed", "unchanged")
+    add_fault(repo, "p620", {"web-demo": {"execStart": "/bin/sleep infinity"}})
+    before = generation("p620")
+    result, summary = deploy(repo, "switch", "--limit", "p620")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert summary["p620"]["result"] == "changed"
+    assert "confirmed over a fresh SSH connection" in summary["p620"]["reason"]
+    time.sleep(11)  # past the watchdog's time: it was stopped, nothing reverts
+    assert generation("p620") == before + 1
+    nixfleet("lab", "reset", "p620")
+
+
+def test_reboot_comes_back_on_the_new_generation_and_passes_the_gate(repo):
+    deploy(repo, "switch", "--limit", "dex5550")
+    before = generation("dex5550")
+    boot_id = on("dex5550", "cat /proc/sys/kernel/random/boot_id").stdout
+    add_fault(repo, "dex5550", {"web-demo": {"execStart": "/bin/sleep infinity"}})
+    result, summary = deploy(repo, "switch", "--limit", "dex5550", "--data", "reboot=true")
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = summary["dex5550"]
+    assert row["action"] == "boot" and row["result"] == "changed"
+    assert "rebooted into the new generation, healthy" in row["reason"]
+    assert on("dex5550", "cat /proc/sys/kernel/random/boot_id").stdout != boot_id
+    assert generation("dex5550") == before + 1
+    assert on("dex5550", "readlink -f /run/current-system").stdout == \
+        on("dex5550", "readlink -f /nix/var/nix/profiles/system").stdout
+    assert on("dex5550", "systemctl is-active web-demo").stdout.strip() == "active"
