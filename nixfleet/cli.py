@@ -130,11 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Callable[[Any], None]]:
-    from nixfleet import nixcli, overview
+    from nixfleet import deploy_cli, nixcli, overview
     from nixfleet.lab import cli as lab_cli
     from nixfleet.secrets import cli as secrets_cli
 
-    return [overview.register, nixcli.register, secrets_cli.register, lab_cli.register]
+    return [deploy_cli.register, overview.register, nixcli.register, secrets_cli.register,
+            lab_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,10 @@ in
           message = "nixfleet.binaryCache.server needs the agenix secret ${cfg.server.secretName} on this host (nix/secrets.json)";
         }
       ];
+      nixfleet.health.services.nix-serve = {
+        unit = "nix-serve.service";
+        port = ports.binaryCache;
+      };
       services.nix-serve = {
         enable = true;
         port = ports.binaryCache;

@@ -3,6 +3,7 @@
 {
   imports = [
     ./base.nix
+    ./health.nix
     ./users.nix
     ./secrets.nix
     ./binary-cache.nix

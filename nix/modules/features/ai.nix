@@ -69,6 +69,10 @@ in
 
   config = mkIf cfg.enable (mkMerge [
     (mkIf cfg.ollama {
+      nixfleet.health.services.ollama = {
+        unit = "ollama.service";
+        port = ports.ollama;
+      };
       services.ollama = {
         enable = true;
         package = ollamaPackage;

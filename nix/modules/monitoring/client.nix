@@ -52,6 +52,10 @@ in
             "network_route"
           ];
       };
+      nixfleet.health.services.node-exporter = {
+        unit = "prometheus-node-exporter.service";
+        port = ports.nodeExporter;
+      };
       services.prometheus.exporters.nvidia-gpu = mkIf hardware.nvidia.enable {
         enable = true;
         port = ports.nvidiaGpuExporter;
@@ -64,12 +68,20 @@ in
         exporterService "NixOS metrics exporter" "nixfleet-nixos-exporter" ports.nixosExporter
           { };
       networking.firewall.allowedTCPPorts = optional cfg.openFirewall ports.nixosExporter;
+      nixfleet.health.services.nixos-exporter = {
+        unit = "nixfleet-nixos-exporter.service";
+        port = ports.nixosExporter;
+      };
     })
     (mkIf features.serviceMetrics {
       systemd.services.nixfleet-systemd-exporter =
         exporterService "systemd metrics exporter" "nixfleet-systemd-exporter" ports.systemdExporter
           { DynamicUser = true; };
       networking.firewall.allowedTCPPorts = optional cfg.openFirewall ports.systemdExporter;
+      nixfleet.health.services.systemd-exporter = {
+        unit = "nixfleet-systemd-exporter.service";
+        port = ports.systemdExporter;
+      };
     })
   ]);
 }

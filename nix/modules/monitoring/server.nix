@@ -43,6 +43,20 @@ in
   };
 
   config = mkIf cfg.enable {
+    nixfleet.health.services = {
+      prometheus = {
+        unit = "prometheus.service";
+        port = ports.prometheus;
+      };
+      grafana = {
+        unit = "grafana.service";
+        port = ports.grafana;
+      };
+      alertmanager = mkIf fleet.alerting {
+        unit = "alertmanager.service";
+        port = ports.alertmanager;
+      };
+    };
     services.prometheus = {
       enable = true;
       port = ports.prometheus;
