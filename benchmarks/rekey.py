@@ -72,11 +72,7 @@ def make_repo(base: Path, count: int) -> tuple[Path, dict[str, tuple[Path, str]]
 
 
 def nixfleet_command() -> list[str]:
-    """`nixfleet secrets` once nixfleet.cli wires it in, else the module's own entry point."""
-    wired = subprocess.run([sys.executable, "-m", "nixfleet", "secrets", "--help"], cwd=ROOT,
-                           capture_output=True, env=_env())
-    return [sys.executable, "-m", "nixfleet", "secrets"] if wired.returncode == 0 else \
-        [sys.executable, "-m", "nixfleet.secrets"]
+    return [sys.executable, "-m", "nixfleet", "secrets"]
 
 
 def _env() -> dict[str, str]:

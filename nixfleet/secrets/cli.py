@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -315,24 +315,3 @@ def register(commands: Any) -> None:
     rekey.add_argument("--all", action="store_true", help="re-encrypt every (selected) file")
     add("check-plaintext", cmd_check_plaintext, "fail on non-age files in secrets/ and on "
         "private keys in the repository's files")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`nixfleet secrets ...` on its own (python -m nixfleet.secrets), until nixfleet.cli wires
-    register() in."""
-    from nixfleet.cli import _Parser
-
-    parser = _Parser(prog="nixfleet", description="nixfleet secrets")
-    parser.add_argument("--inventory", help="inventory file (default: ./inventory.py, or "
-                        "$NIXFLEET_INVENTORY)")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    register(commands)
-    args = parser.parse_args(["secrets", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except NixfleetError as error:
-        print(f"nixfleet: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("nixfleet: interrupted", file=sys.stderr)
-        return 130

@@ -103,7 +103,7 @@ class _Buffer(io.BytesIO):
 def run_secrets(repo: Path, *args: str, stdin: bytes | None = None,
                 **extra_env: str) -> subprocess.CompletedProcess:
     """The same, in this process (fast): cwd, environment and standard streams swapped."""
-    from nixfleet.secrets.cli import main
+    from nixfleet.cli import main
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     saved_streams = sys.stdin, sys.stdout, sys.stderr
@@ -114,7 +114,7 @@ def run_secrets(repo: Path, *args: str, stdin: bytes | None = None,
     sys.stdout = io.TextIOWrapper(stdout, write_through=True)
     sys.stderr = io.TextIOWrapper(stderr, write_through=True)
     try:
-        code = main(list(args))
+        code = main(["secrets", *args])
     except SystemExit as exit_:  # argparse
         code = exit_.code if isinstance(exit_.code, int) else 2
     finally:

@@ -56,7 +56,7 @@ def secret_dirs() -> set[str]:
 def run_in_pty(repo: Path, *args: str, keys_in: bytes = b"", **extra_env: str):
     """Run with a terminal as stdin/stdout (the editor and menu paths)."""
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "nixfleet.secrets", *args], cwd=repo,
+    process = subprocess.Popen([sys.executable, "-m", "nixfleet", "secrets", *args], cwd=repo,
                                stdin=slave, stdout=slave, stderr=slave,
                                env=support.env(repo.parent, **extra_env))
     os.close(slave)
