@@ -154,7 +154,10 @@ class SecretStore:
         rule = self.check_new(name)
         _check_value(value)
         path = self.path(name)
-        _write_new(path, self.encrypt(rule, value))
+        try:
+            write_atomic(path, self.encrypt(rule, value), AGE_FILE_MODE, exclusive=True)
+        except FileExistsError:
+            raise NixfleetError(f"{path.name} appeared meanwhile; not overwritten") from None
         return path
 
     def update(self, name: str, change: Callable[[bytes], bytes]) -> bool:
@@ -345,25 +348,6 @@ def replace_files(temps: dict[Path, str]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write a file that must not exist yet: temp file, then link (fails if it appeared)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, AGE_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise NixfleetError(f"{path.name} appeared meanwhile; not overwritten") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def sha256_bytes(value: bytes) -> str:
