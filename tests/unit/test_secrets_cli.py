@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,12 +47,13 @@ def editor(tmp_path: Path, body: str) -> str:
     return str(script)
 
 
-def secret_dirs() -> set[str]:
-    found = set()
-    for base in ("/dev/shm", f"/run/user/{os.getuid()}", os.environ.get("XDG_RUNTIME_DIR", "")):
-        if base and os.path.isdir(base):
-            found |= {str(p) for p in Path(base).glob("nixfleet-secret-*")}
-    return found
+@pytest.fixture
+def runtime_dir():
+    """A tmpfs directory of this test's own for the editor's file (XDG_RUNTIME_DIR), so that
+    tests running in parallel cannot see each other's leftovers."""
+    path = Path(tempfile.mkdtemp(prefix="nixfleet-test-", dir="/dev/shm"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_in_pty(repo: Path, *args: str, keys_in: bytes = b"", **extra_env: str):
@@ -328,14 +331,14 @@ def test_bad_names_and_arguments(repo, admin, args, message):
     (': > "$1"', "empty value: edit aborted, nothing changed"),
     ('rm "$1"', "empty value: edit aborted, nothing changed"),
 ])
-def test_editor_failing_changes_nothing(repo, admin, tmp_path, body, message):
+def test_editor_failing_changes_nothing(repo, admin, tmp_path, body, message, runtime_dir):
     script = editor(tmp_path, body)
     before = support.snapshot(repo)
-    leftovers = secret_dirs()
-    result = support.run_secrets(repo, "edit", "api-openai", "-i", admin, EDITOR=script)
+    result = support.run_secrets(repo, "edit", "api-openai", "-i", admin, EDITOR=script,
+                                 XDG_RUNTIME_DIR=str(runtime_dir))
     support.one_line_error(result, message.format(editor=script))
     assert support.snapshot(repo) == before
-    assert secret_dirs() == leftovers
+    assert list(runtime_dir.iterdir()) == []  # the private temp directory was wiped
 
 
 def test_missing_editor(repo, admin):
