@@ -17,7 +17,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from nixfleet.errors import InventoryError
+from nixfleet.errors import InventoryError, for_pyinfra
 from nixfleet.model import Host, validate_host
 
 TARGETS = ("fleet", "lab")
@@ -269,16 +269,23 @@ def nixfleet_inventory(entries: Sequence[HostEntry], inventory_file: str) -> tup
     Under pyinfra, a --limit that matches nothing fails here with the known hosts and groups,
     because pyinfra itself would run zero hosts and exit 0.
     """
-    root = Path(inventory_file).resolve().parent
+    try:
+        fleet = _load_fleet(entries, Path(inventory_file).resolve().parent)
+        if running_under_pyinfra(sys.argv):
+            fleet.select(limit_patterns(sys.argv))
+    except InventoryError as error:
+        if running_under_pyinfra(sys.argv):
+            raise for_pyinfra(error) from None
+        raise
+    return fleet, pyinfra_groups(fleet)
+
+
+def _load_fleet(entries: Sequence[HostEntry], root: Path) -> Fleet:
     group_data = load_group_data(root / "group_data")
     if current_target() == "lab":
         from nixfleet.lab import inventory as lab_inventory
 
         entries, extras = lab_inventory.lab_entries(entries)
-        fleet = build_fleet(entries, group_data, connection=lab_inventory.lab_connection(entries),
-                            extra_groups={"lab_extra": extras})
-    else:
-        fleet = build_fleet(entries, group_data)
-    if running_under_pyinfra(sys.argv):
-        fleet.select(limit_patterns(sys.argv))
-    return fleet, pyinfra_groups(fleet)
+        return build_fleet(entries, group_data, connection=lab_inventory.lab_connection(entries),
+                           extra_groups={"lab_extra": extras})
+    return build_fleet(entries, group_data)
