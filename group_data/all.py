@@ -24,5 +24,6 @@ deploy = {
     "confirmTimeout": 30,
     "healthTimeout": 60,
     "reboot": "never",
+    "buildOn": "target",
     "checks": [],
 }

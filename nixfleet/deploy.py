@@ -140,6 +140,8 @@ def deploy(action: Action) -> None:
         lock_ttl=settings["lockTtl"],
         rollback=rollback,
         confirm_timeout=settings["confirmTimeout"] if rollback else 0,
+        build_on=settings["buildOn"],
+        target=target,
         **safety_args,
     )
     _operations[host.name] = (action, rebuilt)

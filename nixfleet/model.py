@@ -320,6 +320,9 @@ class Deploy(Strict):
     confirmTimeout: Annotated[int, Field(ge=5, le=3600)] = 30
     # Seconds the health gate retries before it fails.
     healthTimeout: Annotated[int, Field(ge=1, le=3600)] = 60
+    # target: the host builds its system (as nixos-rebuild --build-host HOST); local: the
+    # deployer builds it and copies the closure with nix copy.
+    buildOn: Literal["target", "local"] = "target"
     # auto: reboot after the switch when the kernel, initrd or kernel modules changed.
     reboot: Literal["never", "auto"] = "never"
     checks: list[HealthCheck] = []

@@ -27,8 +27,9 @@ from pyinfra.api import (
 from pyinfra.api.operation import OperationMeta
 
 from facts.deploy import FlakeDirectory
-from nixfleet import safety
+from nixfleet import localbuild, safety
 from nixfleet.flake import changed_paths, delta_tarball, flake_hash
+from nixfleet.inventory import project_root
 from nixfleet.model import HealthCheck
 
 INLINE_LIMIT = 48 * 1024
@@ -68,6 +69,8 @@ def rebuild(
     confirm_timeout: int = 0,
     health_timeout: int = 60,
     checks: Sequence[HealthCheck] = (),
+    build_on: Literal["target", "local"] = "target",
+    target: str = "fleet",
 ):
     """
     Send the flake (only the files that changed) and run ``nixos-rebuild ACTION`` semantics,
@@ -85,6 +88,9 @@ def rebuild(
       watchdog; confirm it with the ``confirm`` operation)
     + health_timeout: seconds the host-side health gate retries
     + checks: health checks; the command ones run in the host-side gate
+    + build_on: target (the host builds, the default) or local (the deployer builds and copies
+      the closure with nix copy; the host only activates)
+    + target: fleet or lab (how the deployer's Nix is configured for a local build)
 
     A second switch with nothing changed is a no-op on the host: no build, no new generation.
     The result is printed as ``NIXFLEET key=value`` lines that nixfleet.deploy summarises.
@@ -109,11 +115,32 @@ def rebuild(
         else:
             tarball = f"/tmp/nixfleet-{deploy_id}.tar"
             yield FileUploadCommand(io.BytesIO(delta), tarball)
+    prebuilt = None
+    if build_on == "local" and action != "push":
+        prebuilt, error = localbuild.build(flake_files, flake_ref, host.name, target,
+                                           project_root() / ".deploy-logs" / "flakes")
+        if prebuilt is None:
+            yield report_failure(f"local build failed: {error}")
+            return
+        yield FunctionCommand(_copy_closure, (prebuilt, target), {})
     yield deploy_command(
-        action=action, flake_dir=flake_dir, flake_ref=flake_ref, want_hash=want,
+        action=action, flake_dir=flake_dir, flake_ref=flake_ref, want_hash=want, prebuilt=prebuilt,
         base_hash=remote.flake_hash, tarball=tarball, deploy_id=deploy_id, owner=owner,
         lock_ttl=lock_ttl, rollback=int(rollback), confirm_timeout=confirm_timeout,
         health_timeout=health_timeout, checks=command_checks(checks))
+
+
+def report_failure(reason: str) -> StringCommand:
+    """A command that fails with deploy.sh's result lines (for failures before it runs)."""
+    lines = f"NIXFLEET result=failed\nNIXFLEET reason={reason}\n"
+    return StringCommand("printf", "%s", QuoteString(lines), ";", "exit", "1")
+
+
+def _copy_closure(state: State, host: Host, path: str, target: str) -> bool:
+    error = localbuild.copy_closure(host.data, path, target)
+    if error:
+        safety.OUTCOMES[host.name] = safety.Outcome("failed", f"nix copy failed: {error}")
+    return not error
 
 
 @operation(is_idempotent=False)

@@ -11,10 +11,11 @@
 set -uo pipefail
 action= flake_dir=- flake_ref=- hostname= want_hash=- base_hash=- tarball=- deploy_id= owner=
 lock_ttl=3600 target_generation= confirm_timeout=0 rollback=1 health_timeout=60 checks=
+prebuilt=
 for argument in "$@"; do
   case "${argument%%=*}" in
     action|flake_dir|flake_ref|hostname|want_hash|base_hash|tarball|deploy_id|owner|lock_ttl|\
-    target_generation|confirm_timeout|rollback|health_timeout|checks)
+    target_generation|confirm_timeout|rollback|health_timeout|checks|prebuilt)
       printf -v "${argument%%=*}" '%s' "${argument#*=}" ;;
     *) echo "nixfleet-deploy: unknown argument ${argument%%=*}" >&2; exit 2 ;;
   esac
@@ -141,13 +142,21 @@ if [ "$last_hash" = "$want_hash" ] && [ -n "$last_toplevel" ]; then
 fi
 
 # --- build ------------------------------------------------------------------------------------
-attr="$flake_ref#nixosConfigurations.\"$hostname\".config.system.build.toplevel"
-if ! built=$(nix build "$attr" --no-link --json 2>"$state_dir/build.log"); then
-  tail -n 20 "$state_dir/build.log" >&2
-  finish failed "build failed: $(tail -n 1 "$state_dir/build.log")" 1
+if [ -n "$prebuilt" ]; then
+  # Built by the deployer (deploy.buildOn: local) and copied here with nix copy.
+  [ -e "$prebuilt" ] || finish failed "the system built elsewhere ($prebuilt) is not in the store" 1
+  toplevel=$prebuilt
+  say built_on deployer
+else
+  attr="$flake_ref#nixosConfigurations.\"$hostname\".config.system.build.toplevel"
+  if ! built=$(nix build "$attr" --no-link --json 2>"$state_dir/build.log"); then
+    tail -n 20 "$state_dir/build.log" >&2
+    finish failed "build failed: $(tail -n 1 "$state_dir/build.log")" 1
+  fi
+  toplevel=$(printf '%s' "$built" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
+  [ -n "$toplevel" ] || finish failed "nix build printed no output path" 1
+  say built_on target
 fi
-toplevel=$(printf '%s' "$built" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
-[ -n "$toplevel" ] || finish failed "nix build printed no output path" 1
 say toplevel "$toplevel"
 phase build
 

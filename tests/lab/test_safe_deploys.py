@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -30,7 +31,7 @@ def repo(tmp_path, request):
 def set_deploy(repo, **settings) -> None:
     all_py = repo / "group_data" / "all.py"
     base = {"lockTtl": 3600, "rollback": True, "confirmTimeout": 30, "healthTimeout": 10,
-            "reboot": "never", "checks": []}
+            "reboot": "never", "buildOn": "target", "checks": []}
     all_py.write_text(ALL_PY_DEPLOY.sub(f"deploy = {json.dumps({**base, **settings})}"
                                         .replace("true", "True").replace("false", "False"),
                                         all_py.read_text()))
@@ -142,3 +143,20 @@ def test_reboot_comes_back_on_the_new_generation_and_passes_the_gate(repo):
     assert on("dex5550", "readlink -f /run/current-system").stdout == \
         on("dex5550", "readlink -f /nix/var/nix/profiles/system").stdout
     assert on("dex5550", "systemctl is-active web-demo").stdout.strip() == "active"
+
+
+def test_build_on_the_deployer_and_copy_the_closure(repo):
+    deploy(repo, "switch", "--limit", "dex5550")
+    before = generation("dex5550")
+    set_deploy(repo, buildOn="local")
+    add_fault(repo, "dex5550", {"web-demo": {"execStart": "/bin/sleep infinity"}})
+    on("dex5550", "rm -f /var/lib/nixfleet/build.log")
+    result, summary = deploy(repo, "switch", "--limit", "dex5550")
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = summary["dex5550"]
+    assert row["result"] == "changed" and generation("dex5550") == before + 1
+    toplevel = on("dex5550", "readlink -f /run/current-system").stdout.strip()
+    assert toplevel == row["toplevel"]
+    # Built here (the deployer's store has it), not on the host (no build log there).
+    assert subprocess.run(["nix-store", "--check-validity", toplevel]).returncode == 0
+    assert on("dex5550", "test -e /var/lib/nixfleet/build.log", check=False).returncode != 0
