@@ -182,6 +182,7 @@ class Lab:
             return
         self._ensure_key()
         self._ensure_bridge()
+        _raise_inotify_limit(len(self.hosts))
         for host in todo:
             self._prepare(host)
         # The hosts' keys exist now: the lab's secrets are encrypted to them before the first
@@ -568,6 +569,21 @@ def _remove_cgroups(name: str) -> None:
                     group.rmdir()
             with contextlib.suppress(OSError):
                 top.rmdir()
+
+
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_HOST = 32  # systemd, journald, networkd, logind, sshd ... each hold a few
+
+
+def _raise_inotify_limit(hosts: int) -> None:
+    """Each host's systemd needs inotify instances; the kernel's default (128 per user, and
+    every host's root is this machine's root) runs out at about 20 hosts."""
+    wanted = 128 + INOTIFY_PER_HOST * hosts
+    try:
+        if int(INOTIFY_INSTANCES.read_text()) < wanted:
+            INOTIFY_INSTANCES.write_text(f"{wanted}\n")
+    except (OSError, ValueError):
+        pass  # a machine that does not allow it keeps its limit; hosts then fail visibly
 
 
 def _port_open(address: str, port: int) -> bool:
