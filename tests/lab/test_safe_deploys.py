@@ -160,3 +160,25 @@ def test_build_on_the_deployer_and_copy_the_closure(repo):
     # Built here (the deployer's store has it), not on the host (no build log there).
     assert subprocess.run(["nix-store", "--check-validity", toplevel]).returncode == 0
     assert on("dex5550", "test -e /var/lib/nixfleet/build.log", check=False).returncode != 0
+
+
+def test_reboot_auto_reboots_only_when_the_kernel_side_changed(repo):
+    deploy(repo, "switch", "--limit", "p510", "--limit", "dex5550")
+    boot_ids = {h: on(h, "cat /proc/sys/kernel/random/boot_id").stdout for h in ("p510", "dex5550")}
+    set_deploy(repo, reboot="auto")
+    nvidia = repo / "group_data" / "nvidia.py"
+    nvidia.write_text(nvidia.read_text().replace('"nvidiaPackage": "stable"',
+                                                 '"nvidiaPackage": "production"'))
+    add_fault(repo, "dex5550", {"web-demo": {"execStart": "/bin/sleep infinity"}})
+    try:
+        result, summary = deploy(repo, "switch", "--limit", "p510", "--limit", "dex5550")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "rebooted into the new generation, healthy" in summary["p510"]["reason"]
+        assert "rebooted" not in summary["dex5550"]["reason"]
+        assert on("p510", "cat /proc/sys/kernel/random/boot_id").stdout != boot_ids["p510"]
+        assert on("dex5550", "cat /proc/sys/kernel/random/boot_id").stdout == boot_ids["dex5550"]
+        booted = on("p510", "readlink -f /run/booted-system/kernel-modules").stdout
+        assert "nvidia-production" in booted
+        assert booted == on("p510", "readlink -f /run/current-system/kernel-modules").stdout
+    finally:
+        nixfleet("lab", "reset", "p510")
