@@ -42,9 +42,14 @@ def lab_hosts() -> list[dict]:
 
 
 def ssh_argv(address: str) -> list[str]:
-    lab = Path(os.environ.get("NIXFLEET_LAB_DIR", "/var/lib/nixfleet-lab"))
-    return ["ssh", "-i", str(lab / "id_ed25519"), "-o", f"UserKnownHostsFile={lab}/known_hosts",
-            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", f"root@{address}"]
+    """The same OpenSSH command line nixfleet uses for its own connections to the lab."""
+    sys.path.insert(0, str(ROOT))
+    from nixfleet.lab.config import lab_paths
+    from nixfleet.ssh import ssh_argv as nixfleet_ssh_argv
+
+    lab = lab_paths()
+    return nixfleet_ssh_argv({"ssh_hostname": address, "ssh_key": lab.key,
+                              "ssh_known_hosts_file": lab.known_hosts})
 
 
 def timed(fn) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nixfleet.flake import flake_hash
-from nixfleet.safety import ssh_argv
+from nixfleet.ssh import ssh_argv
 
 NIX = ["nix", "--extra-experimental-features", "nix-command flakes"]
 # On the lab's deployer (a plain Debian nix-bin as root, offline) Nix needs these.

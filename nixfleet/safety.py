@@ -8,7 +8,6 @@ What happened here is kept in OUTCOMES for the deploy summary.
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,8 +18,8 @@ import httpx
 
 from facts.nix import SYSTEM_LINKS_COMMAND, parse_system_links
 from nixfleet.model import HealthCheck
+from nixfleet.ssh import fresh_ssh
 
-CONNECT_TIMEOUT = 5
 REBOOT_TIMEOUT = 180
 
 
@@ -42,31 +41,6 @@ def result_values(lines: list[str]) -> dict[str, str]:
             key, _, value = line[len("NIXFLEET "):].partition("=")
             values[key] = value
     return values
-
-
-def ssh_argv(data: Any) -> list[str]:
-    """OpenSSH with the host's pyinfra connection data: a new connection, host key checked."""
-    argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR",
-            "-p", str(data.get("ssh_port") or 22)]
-    if data.get("ssh_key"):
-        argv += ["-i", str(data.get("ssh_key"))]
-    if data.get("ssh_known_hosts_file"):
-        argv += ["-o", f"UserKnownHostsFile={data.get('ssh_known_hosts_file')}"]
-    user = data.get("ssh_user") or "root"
-    return [*argv, f"{user}@{data.get('ssh_hostname')}"]
-
-
-def fresh_ssh(data: Any, command: str, timeout: float = 60) -> subprocess.CompletedProcess | None:
-    """Run `command` over a new SSH connection; None when the host cannot be reached."""
-    if (data.get("ssh_user") or "root") != "root":
-        command = f"sudo -n sh -c {shlex.quote(command)}"
-    try:
-        result = subprocess.run([*ssh_argv(data), command], capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return None
-    return None if result.returncode == 255 else result
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float, period: float = 1.0) -> bool:

@@ -36,6 +36,7 @@ from nixfleet.lab.config import LabPaths, bridge, cgroup_name, gateway, host_add
 from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet
 from nixfleet.lab.supervise import CGROUP_ROOTS
 from nixfleet.model import Host
+from nixfleet.ssh import ssh_argv
 
 HERE = Path(__file__).resolve().parent
 # Version strings the nvidia-smi stand-in reports for each driver branch of group data.
@@ -492,14 +493,9 @@ class Lab:
         return rows
 
     def ssh_argv(self, host: LabHost, command: list[str] | None = None) -> list[str]:
-        argv = ["ssh", "-i", str(self.paths.key),
-                "-o", f"UserKnownHostsFile={self.paths.known_hosts}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
-                "-o", "ConnectTimeout=10",
-                f"root@{host.address}"]
-        if command:
-            argv += ["--", *command]
-        return argv
+        argv = ssh_argv({"ssh_hostname": host.address, "ssh_user": "root",
+                         "ssh_key": self.paths.key, "ssh_known_hosts_file": self.paths.known_hosts})
+        return [*argv, "--", *command] if command else argv
 
 
 def hardware_description(host: Host) -> dict[str, Any]:

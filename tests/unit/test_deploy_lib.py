@@ -16,6 +16,7 @@ from nixfleet.cli import build_parser
 from nixfleet.deploy import parse_result
 from nixfleet.flake import MANIFEST, changed_paths, delta_tarball, file_hashes, flake_hash
 from nixfleet.model import HealthCheck
+from nixfleet.ssh import ssh_argv
 
 
 def test_parse_result_reads_the_hosts_lines():
@@ -48,7 +49,7 @@ def test_flake_delta_sends_only_changed_files_with_a_manifest():
 def test_ssh_argv_checks_host_keys_and_uses_the_hosts_connection_data():
     data = {"ssh_hostname": "10.0.0.5", "ssh_port": 2222, "ssh_user": "admin",
             "ssh_key": "/k", "ssh_known_hosts_file": "/kh"}
-    argv = safety.ssh_argv(data)
+    argv = ssh_argv(data)
     assert argv[-1] == "admin@10.0.0.5"
     assert "StrictHostKeyChecking=yes" in argv and "UserKnownHostsFile=/kh" in argv
     assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("-i") + 1] == "/k"
