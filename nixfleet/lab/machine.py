@@ -195,7 +195,7 @@ class Lab:
         for host in todo:
             self._start(host, lowers)
         with ThreadPoolExecutor(max_workers=len(todo)) as pool:
-            states = list(pool.map(self._wait_ready, todo))
+            states = list(pool.map(lambda h: self._boot(h, lowers), todo))
         for host, state in zip(todo, states, strict=True):
             self.progress(f"lab: {host.name} {state} at {host.address}")
         self.progress(f"lab: {len(todo)} host(s) up in {time.monotonic() - started:.1f} s")
@@ -362,6 +362,19 @@ class Lab:
         log.close()
         host.supervisor_pid_file.write_text(f"{supervisor.pid}\n")
 
+    def _boot(self, host: LabHost, lowers: list[Path]) -> str:
+        """Wait for a started host; one that stopped while booting (a busy machine can leave
+        the last run's veth or cgroup behind) is cleaned up and started once more."""
+        try:
+            return self._wait_ready(host)
+        except NixfleetError as error:
+            if self.running(host):
+                raise
+            self.progress(f"lab: {host.name} stopped while booting ({error}); starting it again")
+            self._kill_strays(host)
+            self._start(host, lowers)
+            return self._wait_ready(host)
+
     def init_pid(self, host: LabHost) -> int | None:
         """PID (here) of the container's systemd, the nspawn child."""
         nspawn = _read_pid(host.nspawn_pid_file)
@@ -450,6 +463,10 @@ class Lab:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and Path(f"/sys/class/net/{host.veth}").exists():
             time.sleep(0.05)
+        if Path(f"/sys/class/net/{host.veth}").exists():
+            # A container that is gone can leave its veth for a moment; the next nspawn
+            # could not create it ("File exists").
+            _run(["ip", "link", "delete", host.veth], check=False)
 
     def _unmount(self, host: LabHost) -> None:
         if _mounted(host.merged) and _run(["umount", str(host.merged)], check=False).returncode:
