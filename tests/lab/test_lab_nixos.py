@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -169,3 +170,20 @@ def test_gpu_stand_ins_answer_from_the_inventory():
     assert "[8086:3ea0]" in dex and "Kernel driver in use: i915" in dex
     for tool in ("nvidia-smi", "rocm-smi"):
         assert on("dex5550", f"command -v {tool}", check=False).returncode != 0
+
+
+def test_only_the_profiles_generation_is_current_when_two_hold_the_same_system(fresh):
+    """After a rollback, a later generation can hold the very system of an older one."""
+    host = "dex5550"
+    fresh(host)
+    first = generation(host)
+    # A unit name no earlier generation had, so that this switch makes a new generation.
+    set_extra_units(host, {f"lab-demo-{uuid.uuid4().hex[:8]}": {"execStart": "/bin/sleep 1d"}})
+    on(host, "nixos-rebuild switch")
+    assert generation(host) == first + 1
+    old_system = on(host, f"readlink -f /nix/var/nix/profiles/system-{first}-link").stdout.strip()
+    on(host, f"nix-env -p /nix/var/nix/profiles/system --set {old_system}")
+    assert generation(host) == first + 2
+    gens = json.loads(on(host, "nixos-rebuild list-generations --json").stdout)
+    assert [g["generation"] for g in gens if g["current"]] == [first + 2]
+    assert {g["generation"] for g in gens} >= {first, first + 2}

@@ -1,0 +1,37 @@
+"""Lab settings that need no running lab: instances and the inotify limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from nixfleet.errors import NixfleetError
+from nixfleet.lab import config, machine
+
+
+def test_instances_get_their_own_bridge_subnet_veths_cgroups_and_state(monkeypatch):
+    monkeypatch.delenv("NIXFLEET_LAB_DIR", raising=False)
+    monkeypatch.setenv("NIXFLEET_LAB_INSTANCE", "0")
+    first = (config.bridge(), config.host_address(0), config.veth_name(3),
+             config.cgroup_name("p620"), str(config.lab_paths().state))
+    assert first == ("nflab0", "10.199.77.11", "nflab-v3", "nixfleet-lab-p620",
+                     "/var/lib/nixfleet-lab")
+    monkeypatch.setenv("NIXFLEET_LAB_INSTANCE", "2")
+    second = (config.bridge(), config.host_address(0), config.veth_name(3),
+              config.cgroup_name("p620"), str(config.lab_paths().state))
+    assert second == ("nflab2", "10.199.79.11", "nflab2-v3", "nixfleet-lab2-p620",
+                      "/var/lib/nixfleet-lab-2")
+    assert len(config.veth_name(199)) <= 15
+    monkeypatch.setenv("NIXFLEET_LAB_INSTANCE", "12")
+    with pytest.raises(NixfleetError, match="NIXFLEET_LAB_INSTANCE must be 0-9, got '12'"):
+        config.bridge()
+
+
+def test_the_inotify_limit_grows_with_the_host_count(tmp_path, monkeypatch):
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("128\n")
+    monkeypatch.setattr(machine, "INOTIFY_INSTANCES", limit)
+    machine._raise_inotify_limit(32)
+    assert int(limit.read_text()) == 128 + machine.INOTIFY_PER_HOST * 32
+    limit.write_text("100000\n")
+    machine._raise_inotify_limit(32)
+    assert limit.read_text() == "100000\n"  # never lowered
