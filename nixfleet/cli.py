@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, NoReturn
 
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
+from nixfleet.pyinfra_run import pyinfra_error, run_pyinfra
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,27 +37,13 @@ def load_fleet(args: argparse.Namespace) -> Fleet:
 
 
 def pyinfra_view(path: Path) -> list[dict[str, Any]]:
-    """Hosts, groups and merged data exactly as pyinfra sees them: its own debug-inventory.
-
-    A subprocess, because importing pyinfra_cli monkey-patches this process with gevent.
-    """
-    pyinfra = Path(sys.executable).parent / "pyinfra"
-    result = subprocess.run(
-        [str(pyinfra) if pyinfra.exists() else "pyinfra", str(path.name), "debug-inventory",
-         "--json"], cwd=path.parent, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": _with_package_path()},
-    )
+    """Hosts, groups and merged data exactly as pyinfra sees them: its own debug-inventory
+    (a subprocess: importing pyinfra_cli monkey-patches this process with gevent)."""
+    result = run_pyinfra(path, ["debug-inventory", "--json"])
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
-        raise NixfleetError(lines[-1] if lines else f"pyinfra exited {result.returncode}")
+        raise NixfleetError(pyinfra_error(result.stderr) or f"pyinfra exited {result.returncode}")
     hosts = json.loads(result.stdout)
     return [{**h, "groups": sorted(h["groups"])} for h in hosts]
-
-
-def _with_package_path() -> str:
-    """PYTHONPATH that lets a child process import this nixfleet, installed or not."""
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    return os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from nixfleet.files import write_atomic
 from nixfleet.flake import flake_ref, fleet_flake_files, lab_flake_files
 from nixfleet.inventory import current_target, project_root
 from nixfleet.model import MODEL_KEYS, HealthCheck, Host
-from nixfleet.safety import OUTCOMES
+from nixfleet.safety import OUTCOMES, result_lines
 
 if TYPE_CHECKING:
     from operations.nixos import Action
@@ -67,10 +67,7 @@ def parse_result(name: str, action: str, lines: list[str]) -> HostResult:
     """Read deploy.sh's `NIXFLEET key=value` lines."""
     result = HostResult(host=name, action=action, result="failed",
                         reason="no result from the host")
-    for line in lines:
-        if not line.startswith("NIXFLEET "):
-            continue
-        key, _, value = line[len("NIXFLEET "):].partition("=")
+    for key, value in result_lines(lines):
         if key in ("diff", "would"):
             getattr(result, key).append(value)
         elif key.startswith("phase_"):

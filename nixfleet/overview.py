@@ -71,7 +71,7 @@ def gather(fleet: Fleet, inventory: Path, limits: list[str]) -> list[dict[str, A
     if problem:
         raise NixfleetError(problem)
     try:
-        answers = json.loads(result.stdout or "{}").get(FACT, {}) if result.stdout else {}
+        answers = json.loads(result.stdout).get(FACT, {}) if result.stdout else {}
     except json.JSONDecodeError:
         answers = {}
     failures = host_failures(result.stderr)

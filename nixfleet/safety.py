@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +33,17 @@ class Outcome:
 OUTCOMES: dict[str, Outcome] = {}
 
 
-def result_values(lines: list[str]) -> dict[str, str]:
-    """deploy.sh's `NIXFLEET key=value` lines (the last value of a key wins)."""
-    values = {}
+def result_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(key, value) of each of deploy.sh's `NIXFLEET key=value` lines, in order."""
     for line in lines:
         if line.startswith("NIXFLEET "):
             key, _, value = line[len("NIXFLEET "):].partition("=")
-            values[key] = value
-    return values
+            yield key, value
+
+
+def result_values(lines: Iterable[str]) -> dict[str, str]:
+    """deploy.sh's result lines as a dict (the last value of a key wins)."""
+    return dict(result_lines(lines))
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float, period: float = 1.0) -> bool:
