@@ -14,13 +14,15 @@ What can be checked with nix-instantiate alone:
   here"), not by matching text, so options built by helpers, ``//`` or nested attribute sets
   are seen exactly as the module system would see them. Module bodies (``config``) are never
   forced, so modules need not be evaluable without nixpkgs;
-- every file under nix/modules is imported from nix/modules/default.nix, and the flake gives
-  every host that file; the flake's host list is the hosts directory;
+- every file under nix/modules is imported from nix/modules/default.nix (its ``imports`` come
+  from the same evaluation as its options: one nix-instantiate per module file), and the flake
+  gives every host that file; the flake's host list is the hosts directory;
 - no host name appears inside nix/modules;
 - every user of every host has a home file, and nix/secrets.json has the agreed shape.
 
-Each check returns a list of problems, one line each (``file:line:col: message`` where Nix
-names a location); an empty list means it passed.
+The Nix these checks evaluate is in nixfleet/nix/ (package data). Each check returns a list of
+problems, one line each (``file:line:col: message`` where Nix names a location); an empty list
+means it passed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,133 +50,8 @@ SKIPPED_DIRS = frozenset({".git", ".venv", "result", "node_modules", ".direnv", 
 # nix-instantiate's location of an error: "at /path/file.nix:12:5:".
 _LOCATION = re.compile(r"^\s*at (?P<file>/[^:]+):(?P<line>\d+):(?P<col>\d+):?\s*$")
 
-# A lib that only records where options are: enough to evaluate a module's `options` (and its
-# `imports`) without nixpkgs. Functions a module's options might call are real; mkIf & co. only
-# appear in `config`, which is never forced.
-_STUB_MODULE_ARGS = r"""
-let
-  option = attrs: attrs // { _type = "option"; };
-  type = name: { _type = "type"; inherit name; };
-  typeFn = name: arg: type name;
-  lib = builtins // rec {
-    mkOption = option;
-    mkEnableOption = description: option { inherit description; default = false; };
-    mkPackageOption = pkgs: name: extra: option { description = "package ${toString name}"; };
-    literalExpression = text: { _type = "literalExpression"; inherit text; };
-    literalMD = text: { _type = "literalMD"; inherit text; };
-    mkIf = condition: content: { _type = "if"; inherit condition content; };
-    mkMerge = contents: { _type = "merge"; inherit contents; };
-    mkDefault = value: value;
-    mkForce = value: value;
-    genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
-    optional = cond: value: if cond then [ value ] else [ ];
-    optionals = cond: values: if cond then values else [ ];
-    optionalAttrs = cond: attrs: if cond then attrs else { };
-    mapAttrsToList = f: attrs: map (name: f name attrs.${name}) (builtins.attrNames attrs);
-    importJSON = path: builtins.fromJSON (builtins.readFile path);
-    types = {
-      ints = {
-        positive = type "positive";
-        unsigned = type "unsigned";
-        between = low: high: type "between";
-      };
-      submodule = typeFn "submodule";
-      listOf = typeFn "listOf";
-      attrsOf = typeFn "attrsOf";
-      lazyAttrsOf = typeFn "lazyAttrsOf";
-      nullOr = typeFn "nullOr";
-      enum = typeFn "enum";
-      strMatching = typeFn "strMatching";
-      either = a: b: type "either";
-      oneOf = typeFn "oneOf";
-    } // builtins.listToAttrs (map (name: { inherit name; value = type name; }) [
-      "anything" "attrs" "bool" "float" "int" "lines" "package" "path" "port" "raw" "str"
-      "string" "unspecified"
-    ]);
-  };
-in
-{ inherit lib; config = { }; options = { }; pkgs = { }; modulesPath = "/modules"; }
-"""
-
-_DESCRIBE_MODULE = r"""
-{ file }:
-let
-  args = @STUB_MODULE_ARGS@;
-  raw = import (/. + file);
-  module = if builtins.isFunction raw then raw args else raw;
-  optionPaths = prefix: value:
-    if builtins.isAttrs value && (value._type or null) == "option" then
-      [ (builtins.concatStringsSep "." prefix) ]
-    else if builtins.isAttrs value then
-      builtins.concatMap (name: optionPaths (prefix ++ [ name ]) value.${name})
-        (builtins.attrNames value)
-    else
-      [ ];
-  describe = m:
-    if builtins.isPath m then toString m
-    else if builtins.isString m then m
-    else "<inline module>";
-in
-{
-  options = optionPaths [ ] (module.options or { });
-  imports = map describe (module.imports or [ ]);
-}
-""".replace("@STUB_MODULE_ARGS@", _STUB_MODULE_ARGS)
-
-# The flake's outputs with stub inputs: nixosSystem hands back the modules it was given, and
-# each host's home-manager users show which home files mkHost gave them.
-_DESCRIBE_FLAKE = r"""
-{ nixDir }:
-let
-  flake = import (/. + nixDir + "/flake.nix");
-  describe = m:
-    if builtins.isPath m then toString m
-    else if builtins.isString m then m
-    else "<inline module>";
-  inputs = {
-    self = outputs;
-    nixpkgs = {
-      lib.nixosSystem = args: { _nixosSystem = args; };
-      legacyPackages = { };
-    };
-    home-manager.nixosModules.home-manager = "<home-manager>";
-    agenix.nixosModules.default = "<agenix>";
-  };
-  outputs = flake.outputs inputs;
-  homes = modules: builtins.foldl' (a: b: a // b) { } (map
-    (m: builtins.mapAttrs (user: home: map describe home.imports) m.home-manager.users)
-    (builtins.filter (m: builtins.isAttrs m && m ? home-manager) modules));
-in
-builtins.mapAttrs (name: system: {
-  modules = map describe system._nixosSystem.modules;
-  homes = homes system._nixosSystem.modules;
-}) outputs.nixosConfigurations
-"""
-
-# A host as the flake reads it (lib/fleet.nix) and as lib/host-module.nix turns it into option
-# values (with an empty secrets table: secrets have their own check).
-_DESCRIBE_HOSTS = r"""
-{ nixDir }:
-let
-  dir = /. + nixDir;
-  fleet = import (dir + "/lib/fleet.nix") { hostsDir = dir + "/hosts"; };
-  hostModule = name: import (dir + "/lib/host-module.nix") {
-    data = fleet.hosts.${name};
-    inherit fleet;
-    secrets = { };
-    secretsRoot = "/";
-    binaryCachePublicKey = "cache-1:key";
-  };
-in
-builtins.listToAttrs (map (name: {
-  inherit name;
-  value = {
-    data = fleet.hosts.${name};
-    hostUsers = fleet.hostUsers name;
-    module = hostModule name;
-  };
-}) fleet.names)
-"""
+# The Nix that the checks evaluate (package data).
+EXPRESSIONS = Path(__file__).resolve().parent / "nix"
 
 
 class NixError(NixfleetError):
@@ -211,15 +89,17 @@ def nix_error_message(stderr: str, relative_to: Path | None = None) -> str:
     return message
 
 
-def evaluate(expression: str, **args: str) -> Any:
-    """Evaluate a Nix expression strictly to JSON, without a store or nixpkgs.
+def evaluate(source: Path | str, **args: str) -> Any:
+    """Evaluate Nix strictly to JSON, without a store or nixpkgs.
 
-    + expression: Nix code; with ``args`` it must be a function taking them (``{ a }: ...``)
+    + source: a .nix file, or Nix code; with ``args`` it must be a function taking them
+      (``{ a }: ...``)
     + args: string arguments (``--argstr``)
 
     Raise NixError with Nix's message when evaluation fails.
     """
-    argv = ["--eval", "--strict", "--json", "--store", "dummy://", "-E", expression]
+    argv = ["--eval", "--strict", "--json", "--store", "dummy://"]
+    argv += [str(source)] if isinstance(source, Path) else ["-E", source]
     for name, value in args.items():
         argv += ["--argstr", name, value]
     result = _nix_instantiate(argv)
@@ -272,7 +152,7 @@ def check_host_data(nix_dir: Path, hosts: Mapping[str, Host]) -> list[str]:
     (features and users as the modules receive them) and is compared with ``Host.nix_data()``.
     """
     try:
-        seen = evaluate(_DESCRIBE_HOSTS, nixDir=str(nix_dir.resolve()))
+        seen = evaluate(EXPRESSIONS / "describe-hosts.nix", nixDir=str(nix_dir.resolve()))
     except NixError as error:
         return [f"host data does not evaluate: {error}"]
     problems = [f"host {name}: in the inventory but not in nix/hosts (run `nixfleet generate`)"
@@ -328,31 +208,55 @@ def module_files(modules_dir: Path) -> list[Path]:
     return nix_files([modules_dir])
 
 
-def describe_modules(paths: Iterable[Path]) -> tuple[dict[Path, dict[str, list[str]]], list[str]]:
-    """Options and imports of each module file (stub-evaluated), and the files that failed."""
-    described: dict[Path, dict[str, list[str]]] = {}
+@dataclass(frozen=True)
+class Module:
+    """What the checks need of one module file: the options it declares (dotted paths) and
+    what it imports (paths, or the names of modules that are no file here)."""
+
+    options: tuple[str, ...]
+    imports: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Modules:
+    """The module files under ``directory``, each evaluated once with the stub lib; ``problems``
+    has a line for each file that would not evaluate (it is missing from ``read``)."""
+
+    directory: Path
+    files: tuple[Path, ...]
+    read: Mapping[Path, Module]
+    problems: tuple[str, ...]
+
+
+def read_modules(modules_dir: Path) -> Modules:
+    """Every module file under ``modules_dir`` evaluated once (nixfleet/nix/describe-module.nix):
+    its ``options`` and ``imports``, never its ``config``."""
+    files = module_files(modules_dir)
+    read: dict[Path, Module] = {}
     problems = []
-    for path in paths:
+    for path in files:
         try:
-            described[path] = evaluate(_DESCRIBE_MODULE, file=str(path.resolve()))
+            described = evaluate(EXPRESSIONS / "describe-module.nix", file=str(path.resolve()))
         except NixError as error:
             problems.append(f"{_display(path)}: cannot read the module's options and imports: "
                             f"{error}")
-    return described, problems
+            continue
+        read[path] = Module(tuple(described["options"]), tuple(described["imports"]))
+    return Modules(modules_dir, tuple(files), read, tuple(problems))
 
 
-def check_options(modules_dir: Path, model: type[BaseModel] = Features) -> list[str]:
+def check_options(modules: Modules, model: type[BaseModel] = Features) -> list[str]:
     """Every feature flag of ``model`` is a module option of the same name, and vice versa."""
-    described, problems = describe_modules(module_files(modules_dir))
+    problems = []
     declared: dict[str, list[Path]] = {}
-    for path, module in described.items():
-        for option in module["options"]:
+    for path, module in modules.read.items():
+        for option in module.options:
             declared.setdefault(option, []).append(path)
     wanted = [FEATURES_PREFIX + flag for flag in feature_flag_paths(model)]
     for option in wanted:
         if option not in declared:
             problems.append(f"features.{option.removeprefix(FEATURES_PREFIX)}: no module in "
-                            f"{_display(modules_dir)} declares option {option}")
+                            f"{_display(modules.directory)} declares option {option}")
     for option, paths in sorted(declared.items()):
         if len(paths) > 1:
             problems.append(f"option {option} is declared by {len(paths)} modules: "
@@ -365,14 +269,13 @@ def check_options(modules_dir: Path, model: type[BaseModel] = Features) -> list[
     return problems
 
 
-def check_imports(modules_dir: Path) -> list[str]:
+def check_imports(modules: Modules) -> list[str]:
     """Every module file is imported from modules/default.nix, and every import exists."""
-    entry = modules_dir / "default.nix"
+    entry = modules.directory / "default.nix"
     if not entry.is_file():
         return [f"{_display(entry)}: missing (it imports every module)"]
-    files = module_files(modules_dir)
-    described, problems = describe_modules(files)
-    by_path = {path.resolve(): module for path, module in described.items()}
+    by_path = {path.resolve(): module for path, module in modules.read.items()}
+    problems = []
     reached: set[Path] = set()
     pending = [entry.resolve()]
     while pending:
@@ -380,7 +283,8 @@ def check_imports(modules_dir: Path) -> list[str]:
         if current in reached:
             continue
         reached.add(current)
-        for imported in by_path.get(current, {}).get("imports", []):
+        module = by_path.get(current)
+        for imported in module.imports if module else ():
             if not imported.startswith("/"):
                 continue  # an inline module or a module from another flake
             target = Path(imported)
@@ -390,7 +294,7 @@ def check_imports(modules_dir: Path) -> list[str]:
                                 "which does not exist")
                 continue
             pending.append(target.resolve())
-    for path in files:
+    for path in modules.files:
         if path.resolve() not in reached:
             problems.append(f"{_display(path)}: not imported by {_display(entry)} "
                             "(directly or through another module)")
@@ -430,7 +334,7 @@ def check_flake(nix_dir: Path, hosts: Mapping[str, Host]) -> list[str]:
     home files of the host's users."""
     flake = nix_dir / "flake.nix"
     try:
-        systems = evaluate(_DESCRIBE_FLAKE, nixDir=str(nix_dir.resolve()))
+        systems = evaluate(EXPRESSIONS / "describe-flake.nix", nixDir=str(nix_dir.resolve()))
     except NixError as error:
         return [f"{_display(flake)}: outputs do not evaluate with stub inputs: {error}"]
     problems = []
@@ -500,15 +404,16 @@ def check_secrets_data(nix_dir: Path, host_names: Iterable[str]) -> list[str]:
 def check_all(nix_dir: Path, hosts: Mapping[str, Host]) -> list[str]:
     """Every check above, on the flake in ``nix_dir`` against the inventory's ``hosts``."""
     root = nix_dir.parent
-    modules_dir = nix_dir / "modules"
     files = nix_files([nix_dir])
     problems = check_syntax(files, relative_to=root)
     if problems:
         return problems  # the other checks would only repeat the parse errors
     problems += check_host_data(nix_dir, hosts)
-    problems += check_options(modules_dir)
-    problems += check_imports(modules_dir)
-    problems += check_no_host_names(module_files(modules_dir), hosts)
+    modules = read_modules(nix_dir / "modules")
+    problems += modules.problems  # once, though both checks below read the modules
+    problems += check_options(modules)
+    problems += check_imports(modules)
+    problems += check_no_host_names(modules.files, hosts)
     problems += check_home_files(nix_dir, hosts)
     problems += check_flake(nix_dir, hosts)
     problems += check_secrets_data(nix_dir, hosts)

@@ -19,7 +19,9 @@ from typing import Any
 from nixfleet import render
 from nixfleet.errors import NixfleetError
 from nixfleet.secrets import rules as secret_rules
-from nixfleet.secrets.store import SecretStore, check_plaintext, edit_value, open_store
+from nixfleet.secrets.editor import edit_value
+from nixfleet.secrets.plaintext import check_plaintext
+from nixfleet.secrets.store import SecretStore, open_store
 
 SUBCOMMANDS = ("init", "list", "status", "create", "edit", "show", "rekey", "check-plaintext")
 RULES_SKELETON = '''"""Who may decrypt which secret (see secrets/README.md)."""

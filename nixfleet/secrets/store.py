@@ -1,25 +1,20 @@
 """The secrets/ directory: encrypted *.age files, checked against the rules.
 
-Values exist only in memory, in the process's stdout for `show`, and in the editor's 0600 file
-inside a private tmpfs directory that is wiped afterwards. Every file is replaced atomically
-(temp file + rename), so an error or an interrupt leaves the old file, never half a new one.
+Values exist only in memory and in the process's stdout for `show` (the editor has its own
+module). Every file is replaced atomically (temp file + rename), so an error or an interrupt
+leaves the old file, never half a new one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import multiprocessing
 import os
-import re
-import shlex
-import subprocess
-import sys
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
 
 from nixfleet.errors import NixfleetError
 from nixfleet.files import write_atomic
@@ -33,19 +28,10 @@ from nixfleet.secrets.identities import (
     default_identity_paths,
     load_identities,
 )
+from nixfleet.secrets.parallel import parallel_map
 from nixfleet.secrets.rules import SECRETS_DIR, Rules, SecretRule, check_name, load_rules
 
-# Files that belong in secrets/ besides the *.age files.
-ALLOWED_FILES = ("rules.py", "secrets.nix")
 AGE_FILE_MODE = 0o644
-# Private key blocks with a body (a key's BEGIN line alone, as in this file, is not a key).
-PRIVATE_KEY = re.compile(
-    rb"-----BEGIN ((OPENSSH|RSA|DSA|EC|ENCRYPTED|PGP) )?PRIVATE KEY( BLOCK)?-----[ \t\r]*\n"
-    rb"(?:[A-Za-z-]+:[^\n]*\n)*\s*[A-Za-z0-9+/=]{16}")
-AGE_SECRET_KEY = re.compile(rb"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}")
-SCAN_LIMIT = 4 * 1024 * 1024
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -77,7 +63,6 @@ class SecretStore:
         self.prompt = prompt
         # Why there are no identities (shown when decryption needs one).
         self.identity_note = identity_note
-        self._temp_prefix = ".rekey-"
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -202,10 +187,10 @@ class SecretStore:
             if any(identity.could_decrypt(header) for *_, header in todo):
                 identity.unlock(self.prompt)
         # Temp files carry this run's mark, so that an interrupt leaves none behind.
-        self._temp_prefix = f".rekey-{os.getpid()}-"
+        temp_prefix = f".rekey-{os.getpid()}-"
         replaced: dict[Path, str] = {}
         try:
-            results = _parallel_map(self._reencrypt, todo)
+            results = parallel_map(partial(self._reencrypt, temp_prefix), todo)
             for (name, *_), (temp, failure) in zip(todo, results, strict=True):
                 if failure:
                     errors.append(failure)
@@ -214,7 +199,7 @@ class SecretStore:
                     replaced[self.path(name)] = temp
             replace_files(replaced)
         finally:
-            for leftover in self.directory.glob(f"{self._temp_prefix}*"):
+            for leftover in self.directory.glob(f"{temp_prefix}*"):
                 with contextlib.suppress(FileNotFoundError):
                     leftover.unlink()
         for name, rule, _, header in todo:
@@ -224,15 +209,16 @@ class SecretStore:
                  + (f", {len(errors)} failed" if errors else ""))
         return errors
 
-    def _reencrypt(self, item: tuple[str, SecretRule, bytes, Header]) -> tuple[str, str]:
-        """(temp file beside the file, encrypted to its rule's recipients; not yet synced),
-        or ("", why that failed)."""
+    def _reencrypt(self, temp_prefix: str,
+                   item: tuple[str, SecretRule, bytes, Header]) -> tuple[str, str]:
+        """(temp file `temp_prefix`NAME.* beside the file, encrypted to its rule's recipients;
+        not yet synced), or ("", why that failed)."""
         name, rule, data, header = item
         try:
             encrypted = self.encrypt(rule, self._decrypt(name, data, header), header.armored)
         except NixfleetError as error:
             return "", str(error)
-        fd, temp = tempfile.mkstemp(prefix=f"{self._temp_prefix}{name}.", dir=self.directory)
+        fd, temp = tempfile.mkstemp(prefix=f"{temp_prefix}{name}.", dir=self.directory)
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(fd, AGE_FILE_MODE)
             handle.write(encrypted)
@@ -303,34 +289,6 @@ def _change(store: SecretStore, header: Header, rule: SecretRule) -> str:
     return f" ({' '.join(changes)})" if changes else ""
 
 
-# Below this many files per CPU, forking workers costs more than it saves.
-FILES_PER_WORKER = 16
-_task: Callable[[Any], Any] | None = None
-_items: Sequence[Any] = ()
-
-
-def _run_task(index: int) -> Any:
-    if _task is None:
-        raise RuntimeError("no task in this worker")
-    return _task(_items[index])
-
-
-def _parallel_map(func: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """func over items, in forked workers (which inherit func's state) when that pays off."""
-    global _task, _items
-    workers = min(os.cpu_count() or 1, len(items) // FILES_PER_WORKER)
-    if workers < 2:
-        return [func(item) for item in items]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    _task, _items = func, items
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_run_task, range(len(items)), chunksize=FILES_PER_WORKER)
-    finally:
-        _task, _items = None, ()
-
-
 def replace_files(temps: dict[Path, str]) -> None:
     """Rename each written temp file over its target after syncing them all: syncing in one
     pass instead of once per write costs a few journal commits instead of one per file."""
@@ -372,127 +330,3 @@ def open_store(root: Path | None, identity_paths: Sequence[Path] = (), fleet: Fl
     paths = list(identity_paths) or default_identity_paths()
     note = "" if paths else f"{DEFAULT_IDENTITY} does not exist; give -i PATH"
     return SecretStore(root, load_rules(fleet, root), load_identities(paths), prompt, note)
-
-
-# --- the editor ----------------------------------------------------------------------------
-
-
-def private_tmp_dir() -> Path:
-    """A fresh 0700 directory on a tmpfs only this user can write to (never on disk)."""
-    uid = os.getuid()
-    candidates = [os.environ.get("XDG_RUNTIME_DIR", ""), f"/run/user/{uid}", "/dev/shm"]
-    for candidate in candidates:
-        if not candidate or not os.path.isdir(candidate) or not os.access(candidate, os.W_OK):
-            continue
-        if _filesystem_type(candidate) not in ("tmpfs", "ramfs"):
-            continue
-        return Path(tempfile.mkdtemp(prefix="nixfleet-secret-", dir=candidate))
-    raise NixfleetError("no tmpfs for the editor's file (/run/user/UID or /dev/shm); "
-                        "refusing to write the value to disk")
-
-
-def _filesystem_type(path: str) -> str:
-    """The type of the filesystem holding `path`, from /proc/self/mountinfo."""
-    real = os.path.realpath(path)
-    best, kind = "", ""
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return ""
-    for line in lines:
-        fields = line.split()
-        mount = fields[4].replace("\\040", " ")
-        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-        if inside and len(mount) >= len(best):
-            best, kind = mount, fields[fields.index("-") + 1]
-    return kind
-
-
-def wipe(directory: Path) -> None:
-    """Overwrite every file under `directory` with zeros, then remove it all."""
-    for path in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        if path.is_file() and not path.is_symlink():
-            with contextlib.suppress(OSError), open(path, "r+b") as handle:
-                handle.write(b"\0" * os.fstat(handle.fileno()).st_size)
-                handle.flush()
-                os.fsync(handle.fileno())
-        if path.is_dir() and not path.is_symlink():
-            path.rmdir()
-        else:
-            path.unlink()
-    directory.rmdir()
-
-
-def edit_value(name: str, initial: bytes = b"", editor: str | None = None) -> bytes:
-    """Let $EDITOR change a value in a private tmpfs file; an aborted edit raises."""
-    command = shlex.split(editor or os.environ.get("EDITOR") or "vi")
-    if not command:
-        raise NixfleetError("$EDITOR is empty; set it or pass the value on stdin or --from-file")
-    directory = private_tmp_dir()
-    try:
-        path = directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(initial)
-        try:
-            result = subprocess.run([*command, str(path)], check=False)
-        except OSError as error:
-            raise NixfleetError(f"cannot run the editor {command[0]!r} ({error.strerror}); "
-                                "set $EDITOR; nothing changed") from None
-        if result.returncode != 0:
-            raise NixfleetError(f"editor {command[0]!r} exited with status {result.returncode}; "
-                                "nothing changed")
-        value = path.read_bytes() if path.is_file() else b""
-    finally:
-        wipe(directory)
-    if not value.strip():
-        raise NixfleetError("empty value: edit aborted, nothing changed")
-    return value
-
-
-# --- plaintext guard -----------------------------------------------------------------------
-
-
-def check_plaintext(root: Path) -> list[str]:
-    """Problems: non-age files in secrets/, and repository files that hold private keys."""
-    problems = []
-    directory = root / SECRETS_DIR
-    if directory.is_dir():
-        for path in sorted(directory.iterdir()):
-            relative = path.relative_to(root)
-            if path.name in ALLOWED_FILES or path.name.startswith("README") \
-                    or path.name == "__pycache__":
-                continue
-            if path.suffix != ".age" or not path.is_file():
-                problems.append(f"{relative}: not an age file (only *.age, rules.py, "
-                                "secrets.nix and README belong in secrets/)")
-                continue
-            try:
-                read_header(path.read_bytes())
-            except AgeFormatError as error:
-                problems.append(f"{relative}: not an encrypted age file ({error})")
-    for name in _repository_files(root):
-        path = root / name
-        if not path.is_file() or path.is_symlink():
-            continue
-        with open(path, "rb") as handle:
-            head = handle.read(SCAN_LIMIT)
-        if PRIVATE_KEY.search(head):
-            problems.append(f"{name}: contains a private key")
-        elif AGE_SECRET_KEY.search(head):
-            problems.append(f"{name}: contains an age secret key")
-    return problems
-
-
-def _repository_files(root: Path) -> Iterable[str]:
-    """Files git tracks, plus untracked ones it would add (not ignored)."""
-    try:
-        result = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=root, capture_output=True, check=False)
-    except OSError:
-        raise NixfleetError("git not found; cannot list the repository's files") from None
-    if result.returncode != 0:
-        raise NixfleetError(f"{root} is not a git repository; cannot check tracked files")
-    return sorted({name.decode(errors="surrogateescape")
-                   for name in result.stdout.split(b"\0") if name})

@@ -30,19 +30,14 @@ from facts.gpu import (
     parse_rocm_smi_json,
 )
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gpu"
 STANDINS = Path(__file__).resolve().parents[2] / "nixfleet" / "lab" / "standins"
-
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text()
 
 
 # --- lspci -nnk ------------------------------------------------------------------------------
 
 
-def test_hybrid_laptop_lists_the_intel_igpu_and_the_nvidia_3d_controller_only() -> None:
-    gpus = parse_lspci_nnk(fixture("lspci-nnk-xps15-9570-hybrid.txt"))
+def test_hybrid_laptop_lists_the_intel_igpu_and_the_nvidia_3d_controller_only(captured) -> None:
+    gpus = parse_lspci_nnk(captured("gpu/lspci-nnk-xps15-9570-hybrid.txt"))
 
     assert gpus == [
         PciGpu(
@@ -68,22 +63,22 @@ def test_hybrid_laptop_lists_the_intel_igpu_and_the_nvidia_3d_controller_only() 
     ]
 
 
-def test_the_audio_function_of_a_graphics_card_is_not_a_gpu() -> None:
-    gpus = parse_lspci_nnk(fixture("lspci-nnk-gtx1650-mobile.txt"))
+def test_the_audio_function_of_a_graphics_card_is_not_a_gpu(captured) -> None:
+    gpus = parse_lspci_nnk(captured("gpu/lspci-nnk-gtx1650-mobile.txt"))
 
     assert [(gpu.slot, gpu.model, gpu.driver) for gpu in gpus] == [
         ("0000:01:00.0", "GeForce GTX 1650 Mobile / Max-Q", "nvidia")
     ]
 
 
-def test_amd_card_with_tab_indented_attributes_and_an_unnamed_device() -> None:
-    (gpu,) = parse_lspci_nnk(fixture("lspci-nnk-rx7900xtx-amdgpu.txt"))
+def test_amd_card_with_tab_indented_attributes_and_an_unnamed_device(captured) -> None:
+    (gpu,) = parse_lspci_nnk(captured("gpu/lspci-nnk-rx7900xtx-amdgpu.txt"))
 
     assert (gpu.vendor, gpu.device_id, gpu.model, gpu.driver) == ("amd", "744c", "Device", "amdgpu")
 
 
-def test_a_gpu_without_a_bound_driver_has_driver_none() -> None:
-    (gpu,) = parse_lspci_nnk(fixture("lspci-nnk-navi31-no-driver.txt"))
+def test_a_gpu_without_a_bound_driver_has_driver_none(captured) -> None:
+    (gpu,) = parse_lspci_nnk(captured("gpu/lspci-nnk-navi31-no-driver.txt"))
 
     assert gpu.driver is None
     assert gpu.modules == ("amdgpu",)
@@ -107,8 +102,8 @@ def test_empty_lspci_output_means_no_gpus() -> None:
 # --- nvidia-smi --query-gpu ------------------------------------------------------------------
 
 
-def test_our_query_on_a_mig_enabled_h100() -> None:
-    assert parse_nvidia_smi_csv(fixture("nvidia-smi-query-h100-mig.csv")) == [
+def test_our_query_on_a_mig_enabled_h100(captured) -> None:
+    assert parse_nvidia_smi_csv(captured("gpu/nvidia-smi-query-h100-mig.csv")) == [
         NvidiaGpu(
             index=0,
             name="NVIDIA H100 80GB HBM3",
@@ -124,8 +119,8 @@ def test_our_query_on_a_mig_enabled_h100() -> None:
     ]
 
 
-def test_our_query_on_two_gpus() -> None:
-    gpus = parse_nvidia_smi_csv(fixture("nvidia-smi-query-dual-rtx2070.csv"))
+def test_our_query_on_two_gpus(captured) -> None:
+    gpus = parse_nvidia_smi_csv(captured("gpu/nvidia-smi-query-dual-rtx2070.csv"))
 
     assert [(g.index, g.uuid, g.temperature_c, g.mig_mode) for g in gpus] == [
         (0, "GPU-12345678-aaaa-bbbb-cccc-0123456789ab", 14, None),
@@ -133,16 +128,16 @@ def test_our_query_on_two_gpus() -> None:
     ]
 
 
-def test_a_full_capture_with_header_and_units_is_read_by_column_name() -> None:
-    (gpu,) = parse_nvidia_smi_csv(fixture("nvidia-smi-csv-h100-mig-590.csv"))
+def test_a_full_capture_with_header_and_units_is_read_by_column_name(captured) -> None:
+    (gpu,) = parse_nvidia_smi_csv(captured("gpu/nvidia-smi-csv-h100-mig-590.csv"))
 
     assert (gpu.memory_total_mib, gpu.memory_used_mib, gpu.power_draw_w) == (81559, 59, 71.15)
     assert gpu.mig_mode is True
     assert gpu.pci_bus_id == "0000:00:09.0"
 
 
-def test_two_different_gpus_with_header_and_no_index_column() -> None:
-    gpus = parse_nvidia_smi_csv(fixture("nvidia-smi-csv-gtx1080ti-gtx1060.csv"))
+def test_two_different_gpus_with_header_and_no_index_column(captured) -> None:
+    gpus = parse_nvidia_smi_csv(captured("gpu/nvidia-smi-csv-gtx1080ti-gtx1060.csv"))
 
     assert [(g.index, g.name, g.memory_used_mib, g.utilization_pct) for g in gpus] == [
         (0, "GeForce GTX 1080 Ti", 10356, 100),
@@ -150,7 +145,7 @@ def test_two_different_gpus_with_header_and_no_index_column() -> None:
     ]
 
 
-def test_old_drivers_print_n_a_without_brackets() -> None:
+def test_old_drivers_print_n_a_without_brackets(captured) -> None:
     # The query used the aliases gpu_uuid, clocks.sm and clocks.mem.
     fields = (
         *("power.limit", "power.min_limit", "power.max_limit", "memory.total", "vbios_version"),
@@ -160,7 +155,7 @@ def test_old_drivers_print_n_a_without_brackets() -> None:
         "pstate",
     )
 
-    (gpu,) = parse_nvidia_smi_csv(fixture("nvidia-smi-csv-rtx2080-440-nounits.csv"), fields)
+    (gpu,) = parse_nvidia_smi_csv(captured("gpu/nvidia-smi-csv-rtx2080-440-nounits.csv"), fields)
 
     assert (gpu.name, gpu.driver_version, gpu.memory_total_mib) == (
         "GeForce RTX 2080",
@@ -173,7 +168,7 @@ def test_old_drivers_print_n_a_without_brackets() -> None:
 @pytest.mark.parametrize(
     "name", ["nvidia-smi-csv-2gb-na-nounits.csv", "nvidia-smi-csv-2gb-not-supported-nounits.csv"]
 )
-def test_na_and_not_supported_cells_are_none(name: str) -> None:
+def test_na_and_not_supported_cells_are_none(name: str, captured) -> None:
     fields = (
         "memory.total",
         "memory.free",
@@ -184,20 +179,20 @@ def test_na_and_not_supported_cells_are_none(name: str) -> None:
         "utilization.memory",
     )
 
-    (gpu,) = parse_nvidia_smi_csv(fixture(name), fields)
+    (gpu,) = parse_nvidia_smi_csv(captured(f"gpu/{name}"), fields)
 
     assert (gpu.memory_total_mib, gpu.memory_used_mib, gpu.temperature_c) == (2004, 0, 44)
 
 
-def test_not_supported_utilization_is_none() -> None:
-    (gpu,) = parse_nvidia_smi_csv(fixture("nvidia-smi-csv-gtx650-not-supported.csv"))
+def test_not_supported_utilization_is_none(captured) -> None:
+    (gpu,) = parse_nvidia_smi_csv(captured("gpu/nvidia-smi-csv-gtx650-not-supported.csv"))
 
     assert gpu.utilization_pct is None
 
 
-def test_the_driver_failure_message_is_not_gpu_data() -> None:
+def test_the_driver_failure_message_is_not_gpu_data(captured) -> None:
     with pytest.raises(FactParseError, match="expected 10 comma-separated values"):
-        parse_nvidia_smi_csv(fixture("nvidia-smi-driver-not-loaded.txt"))
+        parse_nvidia_smi_csv(captured("gpu/nvidia-smi-driver-not-loaded.txt"))
 
 
 def test_a_non_number_where_a_number_belongs_names_the_field() -> None:
@@ -219,8 +214,8 @@ def test_the_query_fields_are_the_documented_ones() -> None:
 # --- nvidia-smi -q -x ------------------------------------------------------------------------
 
 
-def test_xml_of_a_mig_a100_reads_driver_version_from_the_top() -> None:
-    (gpu,) = parse_nvidia_smi_xml(fixture("nvidia-smi-q-x-a100-mig-v12.xml"))
+def test_xml_of_a_mig_a100_reads_driver_version_from_the_top(captured) -> None:
+    (gpu,) = parse_nvidia_smi_xml(captured("gpu/nvidia-smi-q-x-a100-mig-v12.xml"))
 
     assert gpu == NvidiaGpu(
         index=0,
@@ -237,8 +232,8 @@ def test_xml_of_a_mig_a100_reads_driver_version_from_the_top() -> None:
     )
 
 
-def test_xml_of_two_gpus_with_driver_590_instant_power() -> None:
-    gpus = parse_nvidia_smi_xml(fixture("nvidia-smi-q-x-dual-rtx2070-v13.xml"))
+def test_xml_of_two_gpus_with_driver_590_instant_power(captured) -> None:
+    gpus = parse_nvidia_smi_xml(captured("gpu/nvidia-smi-q-x-dual-rtx2070-v13.xml"))
 
     assert [(g.index, g.pci_bus_id, g.power_draw_w, g.mig_mode) for g in gpus] == [
         (0, "0000:01:00.0", 9.23, None),
@@ -246,16 +241,16 @@ def test_xml_of_two_gpus_with_driver_590_instant_power() -> None:
     ]
 
 
-def test_xml_of_driver_418_without_mig_and_with_power_readings() -> None:
-    (gpu,) = parse_nvidia_smi_xml(fixture("nvidia-smi-q-x-gtx1660ti-418.xml"))
+def test_xml_of_driver_418_without_mig_and_with_power_readings(captured) -> None:
+    (gpu,) = parse_nvidia_smi_xml(captured("gpu/nvidia-smi-q-x-gtx1660ti-418.xml"))
 
     assert (gpu.driver_version, gpu.memory_total_mib, gpu.power_draw_w) == ("418.43", 5912, 8.93)
     assert gpu.mig_mode is None
 
 
-def test_xml_and_csv_agree_on_the_same_machine() -> None:
-    from_xml = parse_nvidia_smi_xml(fixture("nvidia-smi-q-x-dual-rtx2070-v13.xml"))
-    from_csv = parse_nvidia_smi_csv(fixture("nvidia-smi-query-dual-rtx2070.csv"))
+def test_xml_and_csv_agree_on_the_same_machine(captured) -> None:
+    from_xml = parse_nvidia_smi_xml(captured("gpu/nvidia-smi-q-x-dual-rtx2070-v13.xml"))
+    from_csv = parse_nvidia_smi_csv(captured("gpu/nvidia-smi-query-dual-rtx2070.csv"))
 
     assert [g.__class__(**{**vars(g), "pci_bus_id": None}) for g in from_xml] == from_csv
 
@@ -268,8 +263,8 @@ def test_xml_garbage_raises() -> None:
 # --- rocm-smi / amd-smi ----------------------------------------------------------------------
 
 
-def test_rocm6_product_use_and_vram() -> None:
-    assert parse_rocm_smi_json(fixture("rocm-smi-json-rx7900xt-rocm6.json")) == [
+def test_rocm6_product_use_and_vram(captured) -> None:
+    assert parse_rocm_smi_json(captured("gpu/rocm-smi-json-rx7900xt-rocm6.json")) == [
         AmdGpu(
             card="card0",
             model="Radeon RX 7900 XT",
@@ -283,39 +278,39 @@ def test_rocm6_product_use_and_vram() -> None:
     ]
 
 
-def test_rocm612_device_name_temperature_and_bus() -> None:
-    (gpu,) = parse_rocm_smi_json(fixture("rocm-smi-json-rx6700xt-rocm612.json"))
+def test_rocm612_device_name_temperature_and_bus(captured) -> None:
+    (gpu,) = parse_rocm_smi_json(captured("gpu/rocm-smi-json-rx6700xt-rocm612.json"))
 
     assert gpu.model == "Radeon RX 6700/6700 XT / 6800M"
     assert (gpu.gfx_version, gpu.pci_bus, gpu.temperature_c) == ("gfx1031", "0000:07:00.0", 45.0)
     assert (gpu.vram_total_mib, gpu.vram_used_mib) == (12272, 1499)
 
 
-def test_rocm430_hex_ids_are_not_a_model_name() -> None:
-    (gpu,) = parse_rocm_smi_json(fixture("rocm-smi-json-rx6700xt-rocm430.json"))
+def test_rocm430_hex_ids_are_not_a_model_name(captured) -> None:
+    (gpu,) = parse_rocm_smi_json(captured("gpu/rocm-smi-json-rx6700xt-rocm430.json"))
 
     assert gpu.model is None
     assert gpu.vram_total_mib == 12272
 
 
-def test_six_mi100_cards() -> None:
-    gpus = parse_rocm_smi_json(fixture("rocm-smi-json-6x-mi100-rocm571.json"))
+def test_six_mi100_cards(captured) -> None:
+    gpus = parse_rocm_smi_json(captured("gpu/rocm-smi-json-6x-mi100-rocm571.json"))
 
     assert [g.card for g in gpus] == [f"card{i}" for i in range(6)]
     assert {g.model for g in gpus} == {"Instinct MI100"}
     assert [g.temperature_c for g in gpus] == [31.0, 30.0, 31.0, 33.0, 32.0, 33.0]
 
 
-def test_rocm2_lowercase_celsius_keys() -> None:
-    (gpu,) = parse_rocm_smi_json(fixture("rocm-smi-json-2019-f-t-P.json"))
+def test_rocm2_lowercase_celsius_keys(captured) -> None:
+    (gpu,) = parse_rocm_smi_json(captured("gpu/rocm-smi-json-2019-f-t-P.json"))
 
     assert gpu.temperature_c == 77.0
     assert gpu.model is None
 
 
-def test_rocm_smi_warnings_before_the_json_are_skipped() -> None:
-    text = "WARNING: AMD GPU device(s) is/are in a low-power state.\n" + fixture(
-        "rocm-smi-json-rx7900xt-rocm6.json"
+def test_rocm_smi_warnings_before_the_json_are_skipped(captured) -> None:
+    text = "WARNING: AMD GPU device(s) is/are in a low-power state.\n" + captured(
+        "gpu/rocm-smi-json-rx7900xt-rocm6.json"
     )
 
     assert parse_rocm_smi_json(text)[0].model == "Radeon RX 7900 XT"
@@ -333,8 +328,8 @@ def test_rocm_smi_garbage_raises() -> None:
         parse_rocm_smi_json('{"card0": {')
 
 
-def test_amd_smi_static_behind_python_warnings() -> None:
-    (gpu,) = parse_amd_smi_json(fixture("amd-smi-static-json-rx7800xt.txt"))
+def test_amd_smi_static_behind_python_warnings(captured) -> None:
+    (gpu,) = parse_amd_smi_json(captured("gpu/amd-smi-static-json-rx7800xt.txt"))
 
     assert (gpu.model, gpu.gfx_version, gpu.pci_bus) == (
         "AMD Radeon RX 7800 XT",
@@ -343,8 +338,8 @@ def test_amd_smi_static_behind_python_warnings() -> None:
     )
 
 
-def test_amd_smi_metric_as_a_plain_list() -> None:
-    (gpu,) = parse_amd_smi_json(fixture("amd-smi-metric-usage-json-w7700.json"))
+def test_amd_smi_metric_as_a_plain_list(captured) -> None:
+    (gpu,) = parse_amd_smi_json(captured("gpu/amd-smi-metric-usage-json-w7700.json"))
 
     assert (gpu.card, gpu.utilization_pct, gpu.model) == ("card0", 42.0, None)
 
@@ -369,9 +364,9 @@ def test_amd_smi_garbage_raises() -> None:
 # --- detect_gpu_state ------------------------------------------------------------------------
 
 
-def test_hybrid_laptop_with_working_cuda() -> None:
-    pci = parse_lspci_nnk(fixture("lspci-nnk-xps15-9570-hybrid.txt"))
-    nvidia = parse_nvidia_smi_csv(fixture("nvidia-smi-query-dual-rtx2070.csv"))[:1]
+def test_hybrid_laptop_with_working_cuda(captured) -> None:
+    pci = parse_lspci_nnk(captured("gpu/lspci-nnk-xps15-9570-hybrid.txt"))
+    nvidia = parse_nvidia_smi_csv(captured("gpu/nvidia-smi-query-dual-rtx2070.csv"))[:1]
 
     state = detect_gpu_state(pci, nvidia, [])
 
@@ -379,40 +374,40 @@ def test_hybrid_laptop_with_working_cuda() -> None:
     assert state.primary is not None and state.primary.vendor == "nvidia"
 
 
-def test_nvidia_driver_bound_but_nvidia_smi_sees_nothing_means_no_cuda() -> None:
-    pci = parse_lspci_nnk(fixture("lspci-nnk-gtx1650-mobile.txt"))
+def test_nvidia_driver_bound_but_nvidia_smi_sees_nothing_means_no_cuda(captured) -> None:
+    pci = parse_lspci_nnk(captured("gpu/lspci-nnk-gtx1650-mobile.txt"))
 
     state = detect_gpu_state(pci, [], [])
 
     assert (state.hardware_class, state.driver_loaded, state.compute) == ("nvidia", True, "none")
 
 
-def test_amd_with_rocm() -> None:
-    pci = parse_lspci_nnk(fixture("lspci-nnk-rx7900xtx-amdgpu.txt"))
-    amd = parse_rocm_smi_json(fixture("rocm-smi-json-rx7900xt-rocm6.json"))
+def test_amd_with_rocm(captured) -> None:
+    pci = parse_lspci_nnk(captured("gpu/lspci-nnk-rx7900xtx-amdgpu.txt"))
+    amd = parse_rocm_smi_json(captured("gpu/rocm-smi-json-rx7900xt-rocm6.json"))
 
     state = detect_gpu_state(pci, [], amd)
 
     assert (state.hardware_class, state.driver_loaded, state.compute) == ("amd", True, "rocm")
 
 
-def test_amd_without_amdgpu_bound_is_not_loaded() -> None:
-    pci = parse_lspci_nnk(fixture("lspci-nnk-navi31-no-driver.txt"))
+def test_amd_without_amdgpu_bound_is_not_loaded(captured) -> None:
+    pci = parse_lspci_nnk(captured("gpu/lspci-nnk-navi31-no-driver.txt"))
 
     state = detect_gpu_state(pci, [], [])
 
     assert (state.hardware_class, state.driver_loaded, state.compute) == ("amd", False, "none")
 
 
-def test_nouveau_is_not_the_nvidia_compute_driver() -> None:
-    (gpu,) = parse_lspci_nnk(fixture("lspci-nnk-gtx1650-mobile.txt"))
+def test_nouveau_is_not_the_nvidia_compute_driver(captured) -> None:
+    (gpu,) = parse_lspci_nnk(captured("gpu/lspci-nnk-gtx1650-mobile.txt"))
     on_nouveau = PciGpu(**{**vars(gpu), "driver": "nouveau"})
 
     assert detect_gpu_state([on_nouveau], [], []).driver_loaded is False
 
 
-def test_intel_only_and_other_vendors_are_ignored() -> None:
-    intel = parse_lspci_nnk(fixture("lspci-nnk-xps15-9570-hybrid.txt"))[:1]
+def test_intel_only_and_other_vendors_are_ignored(captured) -> None:
+    intel = parse_lspci_nnk(captured("gpu/lspci-nnk-xps15-9570-hybrid.txt"))[:1]
     bmc = PciGpu("0000:02:00.0", "other", "1a03", "2000", "ASPEED Graphics Family", "x", "ast")
 
     state = detect_gpu_state([bmc, *intel], [], [])

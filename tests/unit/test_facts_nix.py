@@ -17,15 +17,9 @@ from facts.nix import (
     profile_links_command,
 )
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "nix"
 
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text()
-
-
-def test_list_generations_json_newest_first_with_the_current_one_marked() -> None:
-    generations = parse_list_generations_json(fixture("nixos-rebuild-list-generations.json"))
+def test_list_generations_json_newest_first_with_the_current_one_marked(captured) -> None:
+    generations = parse_list_generations_json(captured("nix/nixos-rebuild-list-generations.json"))
 
     assert [g.generation for g in generations] == [1689, 1688, 1687, 1686]
     assert generations[0] == Generation(
@@ -40,9 +34,9 @@ def test_list_generations_json_newest_first_with_the_current_one_marked() -> Non
     assert [g.current for g in generations] == [True, False, False, False]
 
 
-def test_unknown_values_are_none() -> None:
+def test_unknown_values_are_none(captured) -> None:
     generations = parse_list_generations_json(
-        fixture("nixos-rebuild-list-generations-unknown.json")
+        captured("nix/nixos-rebuild-list-generations-unknown.json")
     )
 
     assert [g.generation for g in generations] == [2, 1]
@@ -72,8 +66,8 @@ def test_list_generations_garbage_raises(text: str) -> None:
         parse_list_generations_json(text)
 
 
-def test_profile_links_after_a_rollback() -> None:
-    generations = parse_profile_links(fixture("profile-links-razer.txt"))
+def test_profile_links_after_a_rollback(captured) -> None:
+    generations = parse_profile_links(captured("nix/profile-links-razer.txt"))
 
     assert [(g.generation, g.current) for g in generations] == [
         (42, False),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from facts.errors import FactParseError
@@ -17,16 +15,10 @@ from facts.systemd import (
     parse_unit_show,
 )
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "systemd"
-
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text()
-
 
 @pytest.mark.parametrize("state", ["running", "degraded", "offline"])
-def test_system_state_is_the_one_word_systemctl_prints(state: str) -> None:
-    assert parse_system_state(fixture(f"systemctl-is-system-running-{state}.txt")) == state
+def test_system_state_is_the_one_word_systemctl_prints(state: str, captured) -> None:
+    assert parse_system_state(captured(f"systemd/systemctl-is-system-running-{state}.txt")) == state
 
 
 def test_system_state_garbage_raises() -> None:
@@ -43,28 +35,28 @@ FAILED = UnitStatus(
 )
 
 
-def test_failed_units_from_json() -> None:
-    units = parse_failed_units(fixture("systemctl-list-units-failed.json"))
+def test_failed_units_from_json(captured) -> None:
+    units = parse_failed_units(captured("systemd/systemctl-list-units-failed.json"))
 
     assert units == [FAILED]
     assert units[0].is_failed
 
 
-def test_no_failed_units_in_json() -> None:
-    assert parse_failed_units(fixture("systemctl-list-units-failed-none.json")) == []
+def test_no_failed_units_in_json(captured) -> None:
+    assert parse_failed_units(captured("systemd/systemctl-list-units-failed-none.json")) == []
 
 
-def test_failed_units_from_plain_text_as_systemd_before_247_prints_them() -> None:
-    assert parse_failed_units(fixture("systemctl-list-units-failed-plain.txt")) == [FAILED]
+def test_failed_units_from_plain_text_as_systemd_before_247_prints_them(captured) -> None:
+    assert parse_failed_units(captured("systemd/systemctl-list-units-failed-plain.txt")) == [FAILED]
 
 
 def test_no_failed_units_in_plain_text() -> None:
     assert parse_failed_units("") == []
 
 
-def test_the_decorated_table_is_refused_rather_than_misread() -> None:
+def test_the_decorated_table_is_refused_rather_than_misread(captured) -> None:
     with pytest.raises(FactParseError, match="--plain --no-legend"):
-        parse_failed_units(fixture("systemctl-list-units-failed-table.txt"))
+        parse_failed_units(captured("systemd/systemctl-list-units-failed-table.txt"))
 
 
 def test_failed_units_json_garbage_raises() -> None:
@@ -78,8 +70,8 @@ def test_the_failed_units_command_asks_for_json_and_plain_text_at_once() -> None
     assert "--output=json" in command and "--plain --no-legend" in command
 
 
-def test_unit_states_of_running_failed_and_missing_units() -> None:
-    units = parse_unit_show(fixture("systemctl-show-units.txt"))
+def test_unit_states_of_running_failed_and_missing_units(captured) -> None:
+    units = parse_unit_show(captured("systemd/systemctl-show-units.txt"))
 
     assert units == {
         "sleeper.service": UnitStatus("sleeper.service", "loaded", "active", "running"),
@@ -90,8 +82,8 @@ def test_unit_states_of_running_failed_and_missing_units() -> None:
     }
 
 
-def test_a_unit_asked_without_suffix_comes_back_as_service() -> None:
-    units = parse_unit_show(fixture("systemctl-show-no-suffix.txt"))
+def test_a_unit_asked_without_suffix_comes_back_as_service(captured) -> None:
+    units = parse_unit_show(captured("systemd/systemctl-show-no-suffix.txt"))
 
     assert list(units) == ["sleeper.service", "broken-thing.service"]
     assert units["sleeper.service"].active == "inactive"

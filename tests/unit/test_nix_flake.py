@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from nixfleet import cli, nixcheck, nixcli
+from nixfleet import cli, nixcheck
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
-from nixfleet.lab import cli as lab_cli
 from nixfleet.model import Features
 
 pytestmark = pytest.mark.skipif(shutil.which("nix-instantiate") is None,
@@ -73,17 +72,14 @@ def test_a_parse_error_is_reported_with_file_line_and_column(tmp_path):
     assert problems[0].startswith("bad.nix:3:5: syntax error")
 
 
-def run_nixfleet(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                 *args: str) -> tuple[int, str]:
-    # As the lead will wire it: nixcli.register next to the lab's commands.
-    monkeypatch.setattr(cli, "_extra_commands", lambda: [lab_cli.register, nixcli.register])
+def run_nixfleet(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     code = cli.main(list(args))
     return code, capsys.readouterr().out
 
 
 def test_check_syntax_exits_non_zero_and_lists_every_error(tmp_path, monkeypatch, capsys):
     (tmp_path / "ok.nix").write_text("{ }\n")
-    code, out = run_nixfleet(monkeypatch, capsys, "check-syntax", str(tmp_path))
+    code, out = run_nixfleet(capsys, "check-syntax", str(tmp_path))
     assert code == 0
     assert "1 .nix files parse" in out
 
@@ -91,7 +87,7 @@ def test_check_syntax_exits_non_zero_and_lists_every_error(tmp_path, monkeypatch
     (tmp_path / "sub" / "bad.nix").write_text("{ a = ; }\n")
     (tmp_path / "worse.nix").write_text("let in in\n")
     monkeypatch.chdir(tmp_path)
-    code, out = run_nixfleet(monkeypatch, capsys, "check-syntax")
+    code, out = run_nixfleet(capsys, "check-syntax")
     assert code == 1
     assert "sub/bad.nix:1:7: syntax error" in out
     assert "worse.nix:1:" in out
@@ -101,7 +97,7 @@ def test_check_syntax_exits_non_zero_and_lists_every_error(tmp_path, monkeypatch
 def test_check_syntax_json(tmp_path, monkeypatch, capsys):
     (tmp_path / "bad.nix").write_text("{")
     monkeypatch.chdir(tmp_path)
-    code, out = run_nixfleet(monkeypatch, capsys, "check-syntax", "--json", "bad.nix")
+    code, out = run_nixfleet(capsys, "check-syntax", "--json", "bad.nix")
     assert code == 1
     report = json.loads(out)
     assert report["ok"] is False
@@ -165,8 +161,15 @@ def test_the_monitoring_server_is_the_binary_cache_and_its_clients_use_it(root):
 # --- feature options -----------------------------------------------------------------------
 
 
+def test_every_module_evaluates_with_the_stub_lib(root):
+    modules = nixcheck.read_modules(root / "nix" / "modules")
+    assert modules.problems == ()
+    assert sorted(modules.read) == list(modules.files)
+    assert len(modules.files) > 10
+
+
 def test_every_feature_flag_of_the_model_is_a_module_option(root):
-    assert nixcheck.check_options(root / "nix" / "modules") == []
+    assert nixcheck.check_options(nixcheck.read_modules(root / "nix" / "modules")) == []
 
 
 def test_the_option_walk_covers_nested_flags():
@@ -181,7 +184,7 @@ def test_the_option_walk_covers_nested_flags():
 def test_a_misspelt_feature_option_is_reported(nix_copy):
     edit(nix_copy / "modules" / "features" / "development.nix",
          "python = mkEnableOption", "pyhton = mkEnableOption")
-    problems = nixcheck.check_options(nix_copy / "modules")
+    problems = nixcheck.check_options(nixcheck.read_modules(nix_copy / "modules"))
     assert any(p.startswith("features.development.python: no module in") for p in problems)
     assert any("option nixfleet.features.development.pyhton is not a feature flag of the "
                "inventory model (did you mean nixfleet.features.development.python?)" in p
@@ -196,7 +199,8 @@ def test_a_model_flag_without_a_module_is_reported(root):
     class MoreFeatures(Features):
         gaming: Gaming = Gaming()
 
-    problems = nixcheck.check_options(root / "nix" / "modules", model=MoreFeatures)
+    problems = nixcheck.check_options(nixcheck.read_modules(root / "nix" / "modules"),
+                                      model=MoreFeatures)
     assert [p.split(":")[0] for p in problems] == ["features.gaming.enable",
                                                    "features.gaming.steam"]
 
@@ -204,31 +208,43 @@ def test_a_model_flag_without_a_module_is_reported(root):
 def test_a_module_that_does_not_evaluate_is_reported(nix_copy):
     edit(nix_copy / "modules" / "features" / "cloud.nix",
          "aws = mkEnableOption", "aws = mkEnableOptoin")
-    problems = nixcheck.check_options(nix_copy / "modules")
-    assert any("features/cloud.nix: cannot read the module's options" in p
-               and "mkEnableOptoin" in p for p in problems), problems
+    problems = nixcheck.read_modules(nix_copy / "modules").problems
+    assert len(problems) == 1
+    assert "features/cloud.nix: cannot read the module's options" in problems[0]
+    assert "mkEnableOptoin" in problems[0]
+
+
+def test_check_nix_reports_a_module_that_parses_but_does_not_evaluate_once(nix_copy, fleet):
+    edit(nix_copy / "modules" / "features" / "cloud.nix",
+         "aws = mkEnableOption", "aws = lib.mkEnableOptoin")
+    problems = nixcheck.check_all(nix_copy, fleet.hosts)
+    unreadable = [p for p in problems if "cannot read the module's options" in p]
+    assert len(unreadable) == 1, problems
+    assert "features/cloud.nix" in unreadable[0] and "mkEnableOptoin" in unreadable[0]
+    assert any(p.startswith("features.cloud.aws: no module") for p in problems), problems
 
 
 # --- imports, host names, home files, the flake's host list --------------------------------
 
 
 def test_every_module_file_is_imported(root):
-    assert nixcheck.check_imports(root / "nix" / "modules") == []
+    assert nixcheck.check_imports(nixcheck.read_modules(root / "nix" / "modules")) == []
 
 
 def test_a_module_left_out_of_the_imports_is_reported(nix_copy):
     edit(nix_copy / "modules" / "default.nix", "    ./features/cloud.nix\n", "")
-    problems = nixcheck.check_imports(nix_copy / "modules")
+    problems = nixcheck.check_imports(nixcheck.read_modules(nix_copy / "modules"))
     assert len(problems) == 1
     assert "features/cloud.nix: not imported by" in problems[0]
 
 
 def test_a_missing_module_is_reported(nix_copy):
     (nix_copy / "modules" / "features" / "cloud.nix").unlink()
-    imports = nixcheck.check_imports(nix_copy / "modules")
+    modules = nixcheck.read_modules(nix_copy / "modules")
+    imports = nixcheck.check_imports(modules)
     assert any("imports" in p and "features/cloud.nix, which does not exist" in p
                for p in imports), imports
-    options = nixcheck.check_options(nix_copy / "modules")
+    options = nixcheck.check_options(modules)
     assert any(p.startswith("features.cloud.aws: no module") for p in options)
 
 
@@ -422,7 +438,7 @@ def test_grafana_gets_an_overview_and_a_dashboard_per_host_with_gpu_panels(root)
 
 def test_check_nix_passes_on_the_repository(root, monkeypatch, capsys):
     monkeypatch.setenv("NIXFLEET_TARGET", "fleet")
-    code, out = run_nixfleet(monkeypatch, capsys, "-i", str(root / "inventory.py"), "check-nix")
+    code, out = run_nixfleet(capsys, "--inventory", str(root / "inventory.py"), "check-nix")
     assert code == 0, out
     assert out.startswith("nix/ agrees with the inventory (4 hosts)")
 
@@ -433,7 +449,7 @@ def test_check_nix_fails_on_a_broken_flake(root, nix_copy, monkeypatch, capsys):
     edit(nix_copy / "modules" / "features" / "networking.nix", "tailscale = mkEnableOption",
          "tailScale = mkEnableOption")
     monkeypatch.setenv("NIXFLEET_TARGET", "fleet")
-    code, out = run_nixfleet(monkeypatch, capsys, "-i", str(nix_copy.parent / "inventory.py"),
+    code, out = run_nixfleet(capsys, "--inventory", str(nix_copy.parent / "inventory.py"),
                              "check-nix", "--json")
     assert code == 1
     report = json.loads(out)

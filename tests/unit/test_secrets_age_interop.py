@@ -15,16 +15,6 @@ pytestmark = pytest.mark.skipif(not shutil.which("age"), reason="the age CLI is 
 VALUE = b"hunter2-\xe2\x9c\x93\n"
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return support.generate_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def repo(tmp_path, keys):
-    return support.make_repo(tmp_path, keys)
-
-
 def age_decrypt(path, key) -> subprocess.CompletedProcess:
     return subprocess.run(["age", "-d", "-i", str(key.private), str(path)], capture_output=True)
 

@@ -21,14 +21,9 @@ VALUE = b"s3cret-value-\xe2\x9c\x93\n"
 NEW_VALUE = b"n3w-s3cret\n"
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return support.generate_keys(tmp_path_factory.mktemp("keys"))
-
-
 @pytest.fixture
-def repo(tmp_path, keys):
-    repo = support.make_repo(tmp_path, keys)
+def repo(repo):
+    """The shared repository (conftest.py) with two secrets."""
     for name in ("wifi-password", "api-openai"):
         result = support.run_secrets(repo, "create", name, stdin=VALUE)
         assert result.returncode == 0, result.stderr

@@ -28,16 +28,6 @@ def rules(fleet):
     return load_rules(fleet, support.ROOT)
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory):
-    return support.generate_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture
-def repo(tmp_path, keys):
-    return support.make_repo(tmp_path, keys)
-
-
 def test_committed_generated_files_are_current(rules, root):
     assert render.stale(secret_rules.generated_files(rules, root)) == []
 
