@@ -11,7 +11,8 @@ import ast
 import os
 import runpy
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -19,14 +20,11 @@ from typing import Any
 
 from nixfleet.errors import InventoryError, for_pyinfra
 from nixfleet.model import Host, validate_host
+from nixfleet.target import ConnectionFn, HostEntry, Target, current_target
 
-TARGETS = ("fleet", "lab")
 ROLE_GROUPS = {
     "workstation": "workstations", "laptop": "laptops", "server": "servers", "sff": "sff",
 }
-
-HostEntry = tuple[str, dict[str, Any]]
-ConnectionFn = Callable[[Host], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -220,13 +218,6 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def current_target() -> str:
-    target = os.environ.get("NIXFLEET_TARGET", "fleet") or "fleet"
-    if target not in TARGETS:
-        raise InventoryError(f"NIXFLEET_TARGET: unknown target {target!r} (known: fleet, lab)")
-    return target
-
-
 # --- pyinfra ------------------------------------------------------------------------------
 
 
@@ -253,9 +244,18 @@ def running_under_pyinfra(argv: Sequence[str]) -> bool:
     return program == "pyinfra" or (program == "__main__.py" and "pyinfra" in argv[0])
 
 
-def load_inventory_file(path: Path) -> Fleet:
-    """Execute inventory.py (as pyinfra would) and return its fleet."""
-    values = runpy.run_path(str(path))
+# The target load_inventory_file was given, for the nixfleet_inventory call inside inventory.py.
+_loading_for: ContextVar[Target | None] = ContextVar("nixfleet_inventory_target", default=None)
+
+
+def load_inventory_file(path: Path, target: Target | None = None) -> Fleet:
+    """Execute inventory.py (as pyinfra would) and return its fleet, as `target` sees it
+    (default: current_target())."""
+    token = _loading_for.set(target)
+    try:
+        values = runpy.run_path(str(path))
+    finally:
+        _loading_for.reset(token)
     fleet = values.get("fleet")
     if not isinstance(fleet, Fleet):
         raise InventoryError(f"{path}: defines no `fleet` (see inventory.py: fleet, _groups = "
@@ -263,14 +263,17 @@ def load_inventory_file(path: Path) -> Fleet:
     return fleet
 
 
-def nixfleet_inventory(entries: Sequence[HostEntry], inventory_file: str) -> tuple[Fleet, dict]:
-    """What inventory.py calls: the fleet for the selected target, and its pyinfra groups.
+def nixfleet_inventory(entries: Sequence[HostEntry], inventory_file: str,
+                       target: Target | None = None) -> tuple[Fleet, dict]:
+    """What inventory.py calls: the fleet as the target sees it (default: the one
+    load_inventory_file was given, else current_target()), and its pyinfra groups.
 
     Under pyinfra, a --limit that matches nothing fails here with the known hosts and groups,
     because pyinfra itself would run zero hosts and exit 0.
     """
     try:
-        fleet = _load_fleet(entries, Path(inventory_file).resolve().parent)
+        target = target or _loading_for.get() or current_target()
+        fleet = _load_fleet(entries, Path(inventory_file).resolve().parent, target)
         if running_under_pyinfra(sys.argv):
             fleet.select(limit_patterns(sys.argv))
     except InventoryError as error:
@@ -280,12 +283,7 @@ def nixfleet_inventory(entries: Sequence[HostEntry], inventory_file: str) -> tup
     return fleet, pyinfra_groups(fleet)
 
 
-def _load_fleet(entries: Sequence[HostEntry], root: Path) -> Fleet:
-    group_data = load_group_data(root / "group_data")
-    if current_target() == "lab":
-        from nixfleet.lab import inventory as lab_inventory
-
-        entries, extras = lab_inventory.lab_entries(entries)
-        return build_fleet(entries, group_data, connection=lab_inventory.lab_connection(entries),
-                           extra_groups={"lab_extra": extras})
-    return build_fleet(entries, group_data)
+def _load_fleet(entries: Sequence[HostEntry], root: Path, target: Target) -> Fleet:
+    entries, extra_groups = target.host_entries(entries)
+    return build_fleet(entries, load_group_data(root / "group_data"),
+                       connection=target.connection(entries), extra_groups=extra_groups)

@@ -15,14 +15,15 @@ from nixfleet.lab.config import MAX_HOSTS, lab_paths
 
 
 def lab_from_args(args: argparse.Namespace):
-    """The inventory as the lab sees it (NIXFLEET_TARGET=lab), with its extra hosts."""
-    from nixfleet.cli import inventory_path
+    """The inventory as the lab sees it (the lab target), with its extra hosts."""
+    from nixfleet.commands.options import inventory_path
     from nixfleet.inventory import load_inventory_file
     from nixfleet.lab.machine import Lab
+    from nixfleet.lab.target import LabTarget
 
-    os.environ["NIXFLEET_TARGET"] = "lab"
+    paths = lab_paths()
     path = inventory_path(args)
-    return Lab(load_inventory_file(path), lab_paths(), path.parent, progress=print)
+    return Lab(load_inventory_file(path, LabTarget(paths)), paths, path.parent, progress=print)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -29,12 +29,13 @@ from typing import Any
 
 from nixfleet.errors import NixfleetError
 from nixfleet.files import write_atomic
-from nixfleet.flake import lab_flake_files
+from nixfleet.flake import manifest
 from nixfleet.inventory import Fleet
 from nixfleet.lab import rootfs
 from nixfleet.lab.config import LabPaths, bridge, cgroup_name, gateway, host_address, veth_name
 from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet
 from nixfleet.lab.supervise import CGROUP_ROOTS
+from nixfleet.lab.target import lab_flake_files
 from nixfleet.model import Host
 from nixfleet.ssh import ssh_argv
 
@@ -134,7 +135,7 @@ def _children(pid: int) -> list[int]:
 
 
 class Lab:
-    """The lab hosts of one fleet (the inventory under NIXFLEET_TARGET=lab)."""
+    """The lab hosts of one fleet (the inventory as the lab target sees it)."""
 
     def __init__(self, fleet: Fleet, paths: LabPaths, root: Path, progress: Progress = print):
         self.fleet = fleet
@@ -326,11 +327,14 @@ class Lab:
             return
         building = flake_dir.with_name("nixos.building")
         shutil.rmtree(building, ignore_errors=True)
-        for rel, content in lab_flake_files(self.fleet.hosts.values(), self.root,
-                                            self.paths).items():
+        files = lab_flake_files(self.fleet.hosts.values(), self.root, self.paths)
+        for rel, content in files.items():
             path = building / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content)
+        # What nixfleet wrote there, as a deploy records it (a deploy keeps a copy of anything
+        # else it finds there).
+        write_atomic(host.upper / "var" / "lib" / "nixfleet" / "flake.sha256", manifest(files))
         building.rename(flake_dir)
 
     def _write_known_hosts(self) -> None:

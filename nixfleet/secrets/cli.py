@@ -35,13 +35,13 @@ SECRETS = {
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from nixfleet.cli import inventory_path
+    from nixfleet.commands.options import inventory_path
 
     return inventory_path(args).parent
 
 
 def _store(args: argparse.Namespace) -> SecretStore:
-    from nixfleet.cli import load_fleet
+    from nixfleet.commands.options import load_fleet
 
     return open_store(_root(args), [Path(p) for p in args.identity], fleet=load_fleet(args))
 
@@ -133,22 +133,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_status_hosts(args: argparse.Namespace) -> int:
     """Delivery on the hosts: each holds exactly its secrets, content (by sha256), owner,
     group and mode as the rules say. Under NIXFLEET_TARGET=lab, against the lab's secrets."""
-    from nixfleet.cli import inventory_path, load_fleet
-    from nixfleet.inventory import current_target
+    from nixfleet.commands.options import inventory_path, load_fleet
     from nixfleet.secrets.delivery import check_delivery
+    from nixfleet.target import current_target
 
     fleet = load_fleet(args)
-    if current_target() == "lab":
-        from nixfleet.lab.config import lab_paths
-        from nixfleet.lab.secrets import lab_fleet, lab_store
-
-        paths = lab_paths()
-        store = lab_store(lab_fleet(fleet.hosts.values(), paths, fleet.groups), _root(args),
-                          paths)
-        if store is None:
-            raise NixfleetError(f"no {secret_rules.RULES_FILE}: no secrets to check")
-    else:
-        store = _store(args)
+    store: SecretStore = current_target().secrets_store(fleet, _root(args),
+                                                        [Path(p) for p in args.identity])
     deliveries = check_delivery(store, fleet, inventory_path(args), args.limit)
     problems = [p for d in deliveries for p in d.problems]
     if args.json:

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from nixfleet.commands.facts import expected_gpu_class
 from nixfleet.inventory import load_inventory_file
 from nixfleet.lab.config import host_address
-from nixfleet.overview import expected_gpu_class
 from tests.lab.conftest import HOSTS, ROOT, nixfleet, on
 
 pytestmark = pytest.mark.usefixtures("lab")

@@ -123,6 +123,11 @@ def test_host_keys_are_checked_strictly(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "NIXFLEET_TARGET": "lab"})
     assert result.returncode != 0
+    # pyinfra's (paramiko's) words for a key that does not match the known one.
+    assert "WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!" in result.stderr
+    assert re.search(rf"\[p620\]\s+SSH host key error \(Host key for "
+                     rf"{re.escape(host_address(0))} does not match\.\)", result.stderr), \
+        result.stderr
 
 
 def test_lab_commands_refuse_unknown_hosts():

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.lab.conftest import nixfleet, on
+from tests.lab.conftest import nixfleet, on, wait_until
 from tests.lab.test_deploys import deploy, generation
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -35,6 +35,20 @@ def set_deploy(repo, **settings) -> None:
     all_py.write_text(ALL_PY_DEPLOY.sub(f"deploy = {json.dumps({**base, **settings})}"
                                         .replace("true", "True").replace("false", "False"),
                                         all_py.read_text()))
+
+
+def watchdog_unit(result: subprocess.CompletedProcess) -> str:
+    """The deploy's watchdog as deploy.sh names it: nixfleet-confirm-ID, where ID names the
+    deploy's log directory (.deploy-logs/ID/summary.json)."""
+    found = re.search(r"summary: \S*/([^/\s]+)/summary\.json", result.stdout)
+    assert found, result.stdout
+    return f"nixfleet-confirm-{found[1]}"
+
+
+def watchdog_journal(host: str, unit: str) -> str:
+    """What systemd logged about a watchdog: its timer and its rollback service."""
+    return on(host, f"journalctl --no-pager --output=cat -u {unit}.timer -u {unit}.service"
+              ).stdout
 
 
 def add_fault(repo, host: str, units: dict) -> None:
@@ -123,7 +137,14 @@ def test_a_healthy_switch_is_confirmed(repo):
     assert result.returncode == 0, result.stdout + result.stderr
     assert summary["p620"]["result"] == "changed"
     assert "confirmed over a fresh SSH connection" in summary["p620"]["reason"]
-    time.sleep(11)  # past the watchdog's time: it was stopped, nothing reverts
+    # The watchdog is over once its timer is deactivated: stopped by the confirmation, or
+    # fired at 10 s. It was stopped if its rollback service never ran.
+    unit = watchdog_unit(result)
+    wait_until(lambda: f"{unit}.timer: Deactivated successfully"
+               in watchdog_journal("p620", unit), 30, f"{unit}.timer to be deactivated")
+    journal = watchdog_journal("p620", unit)
+    assert f"Started {unit}.timer" in journal, journal  # armed under this name
+    assert f"Starting {unit}.service" not in journal, journal  # its rollback never ran
     assert generation("p620") == before + 1
     nixfleet("lab", "reset", "p620")
 

@@ -29,13 +29,29 @@ def test_every_command_has_help(root, args):
     (["frobnicate"], "nixfleet: error: argument command: invalid choice: 'frobnicate'"),
     ([], "nixfleet: error: the following arguments are required: command"),
     (["inventory", "--jsn"], "nixfleet: error: unrecognized arguments: --jsn"),
-    (["-i", "missing.py", "inventory"], "nixfleet: error: inventory file not found: missing.py"),
+    (["--inventory", "missing.py", "inventory"],
+     "nixfleet: error: inventory file not found: missing.py"),
+    # -i is the age identity (`nixfleet secrets -i KEY`), never the inventory.
+    (["-i", "inventory.py", "inventory"], "nixfleet: error: -i is an identity "
+     "(`nixfleet secrets -i KEY`); the inventory is --inventory PATH"),
 ])
 def test_bad_arguments_are_one_line(root, args, message):
     result = nixfleet(*args, cwd=root)
     assert result.returncode != 0
     assert result.stderr.startswith(message)
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_inventory_is_given_with_inventory_or_its_variable(root, tmp_path):
+    by_option = nixfleet("--inventory", str(root / "inventory.py"), "inventory", "--json",
+                         cwd=tmp_path)
+    assert by_option.returncode == 0, by_option.stderr
+    assert {h["name"] for h in json.loads(by_option.stdout)} == {"p620", "razer", "p510",
+                                                                 "dex5550"}
+    env = {**os.environ, "NIXFLEET_INVENTORY": str(root / "inventory.py")}
+    by_variable = subprocess.run([sys.executable, "-m", "nixfleet", "inventory", "--json"],
+                                 cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert by_variable.stdout == by_option.stdout
 
 
 def test_inventory_table_shows_every_host(root):

@@ -9,8 +9,8 @@ import pytest
 from facts.errors import FactParseError
 from facts.host import HostOverview
 from facts.nix import CurrentSystem, NixStore, parse_store_usage, parse_system_links
+from nixfleet.commands.facts import gpu_warnings
 from nixfleet.inventory import load_inventory_file
-from nixfleet.overview import gpu_warnings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gpu"
 STORE = "/nix/store/"

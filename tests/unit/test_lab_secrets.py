@@ -17,10 +17,10 @@ import pyrage
 import pytest
 
 from nixfleet.errors import NixfleetError
-from nixfleet.flake import lab_flake_files
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.lab.config import LabPaths
 from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet, lab_store
+from nixfleet.lab.target import lab_flake_files
 from nixfleet.secrets.agefile import read_header, ssh_key_tag
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
-from nixfleet.inventory import Fleet
+from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.model import Host
 from nixfleet.pyinfra_run import host_failures, pyinfra_error, run_pyinfra
 
@@ -111,9 +112,6 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_facts(args: argparse.Namespace) -> int:
-    from nixfleet.cli import inventory_path
-    from nixfleet.inventory import load_inventory_file
-
     path = inventory_path(args)
     rows = gather(load_inventory_file(path), path, args.limit)
     if args.json:
@@ -126,7 +124,6 @@ def cmd_facts(args: argparse.Namespace) -> int:
 def register(commands: Any) -> None:
     facts = commands.add_parser("facts", help="what each host runs: generation, NixOS version, "
                                 "reboot required, GPU, failed units")
-    facts.add_argument("--limit", action="append", default=[],
-                       help="host name, glob or group (repeatable)")
+    add_limit_option(facts)
     facts.add_argument("--json", action="store_true", help="machine-readable output")
     facts.set_defaults(func=cmd_facts)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from nixfleet import nixcheck
+from nixfleet.commands.options import inventory_path
 from nixfleet.errors import NixfleetError
+from nixfleet.inventory import load_inventory_file
 
 
 def cmd_check_syntax(args: argparse.Namespace) -> int:
@@ -28,9 +30,6 @@ def cmd_check_syntax(args: argparse.Namespace) -> int:
 
 
 def cmd_check_nix(args: argparse.Namespace) -> int:
-    from nixfleet.cli import inventory_path
-    from nixfleet.inventory import load_inventory_file
-
     path = inventory_path(args)
     fleet = load_inventory_file(path)
     nix_dir = path.parent / "nix"

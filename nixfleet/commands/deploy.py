@@ -14,6 +14,7 @@ import os
 import subprocess
 from typing import Any
 
+from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
 from nixfleet.pyinfra_run import pyinfra_command
 
@@ -22,8 +23,6 @@ ACTIONS = {"switch": "switch", "boot": "boot", "test": "test", "build": "build",
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from nixfleet.cli import inventory_path
-
     inventory = inventory_path(args)
     deploy_file = inventory.parent / "deploys" / f"{ACTIONS[args.action]}.py"
     if not deploy_file.is_file():
@@ -46,8 +45,7 @@ def register(commands: Any) -> None:
     deploy = commands.add_parser("deploy", help="run a deploy file (switch, boot, test, build, "
                                  "dry-activate, push, rollback) on the selected hosts")
     deploy.add_argument("action", choices=sorted(ACTIONS))
-    deploy.add_argument("--limit", action="append", default=[],
-                        help="host name, glob or group (repeatable)")
+    add_limit_option(deploy)
     deploy.add_argument("--no-rollback", action="store_true",
                         help="keep a generation that fails to activate or fails its health gate")
     deploy.add_argument("--reboot", action="store_true",

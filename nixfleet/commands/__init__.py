@@ -1,0 +1,1 @@
+"""The `nixfleet` subcommands, one module each; `options` holds what they share."""

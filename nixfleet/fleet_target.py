@@ -1,0 +1,38 @@
+"""The real fleet as a target (NIXFLEET_TARGET=fleet, the default): the inventory's hosts at
+their own addresses, the repository's nix/ and secrets/, built as path:FLAKE_DIR?dir=nix.
+
+Found like every target, by its entry point (pyproject.toml), so that nixfleet/target.py stays
+below the inventory, the flake and the secrets it answers with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from nixfleet.flake import fleet_flake_files
+from nixfleet.inventory import Fleet, fleet_connection
+from nixfleet.model import Host
+from nixfleet.secrets.store import SecretStore, open_store
+from nixfleet.target import ConnectionFn, HostEntry, Target
+
+
+class FleetTarget(Target):
+    name = "fleet"
+
+    def host_entries(self, entries: Sequence[HostEntry]
+                     ) -> tuple[list[HostEntry], dict[str, list[str]]]:
+        return list(entries), {}
+
+    def connection(self, entries: Sequence[HostEntry]) -> ConnectionFn:
+        return fleet_connection
+
+    def flake_files(self, hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
+        return fleet_flake_files(root)
+
+    def flake_ref(self, flake_dir: str) -> str:
+        return f"path:{flake_dir}?dir=nix"
+
+    def secrets_store(self, fleet: Fleet, root: Path,
+                      identity_paths: Sequence[Path] = ()) -> SecretStore:
+        return open_store(root, identity_paths, fleet=fleet)

@@ -1,0 +1,131 @@
+"""The lab as a target (NIXFLEET_TARGET=lab): the same hosts at lab addresses with the lab's
+keys, the lab flake, the lab's Nix settings and the lab's own secrets.
+
+Found by its entry point (pyproject.toml, group nixfleet.targets), so production code never
+imports the lab. `lab up --extra N` adds N clones of the inventory's hosts (group lab_extra)
+for fan-out measurements; their count is kept in the lab's state file so every command sees
+them.
+
+The lab flake (nix/lab) is built as path:FLAKE_DIR with the lab fleet's host data beside it
+(the same per-host JSON `nixfleet generate` writes) and the lab's secrets (nixfleet.lab.secrets:
+dummy values encrypted to the lab hosts' keys, each host's list from secrets/rules.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nixfleet.errors import NixfleetError
+from nixfleet.flake import nix_system
+from nixfleet.inventory import Fleet
+from nixfleet.lab.config import LabPaths, host_address, lab_paths
+from nixfleet.lab.secrets import lab_fleet, lab_secret_files, lab_store
+from nixfleet.model import Host
+from nixfleet.render import host_data_json
+from nixfleet.secrets.rules import RULES_FILE
+from nixfleet.secrets.store import SecretStore
+from nixfleet.target import ConnectionFn, HostEntry, Target
+
+LAB_FLAKE_FILES = ("flake.nix", "toplevel.nix", "build-toplevel.py")
+# On the lab's deployer (a plain Debian nix-bin as root, offline) Nix needs these.
+LAB_NIX_CONFIG = "build-users-group =\nsandbox = false\nsubstituters =\n"
+EXTRA_GROUP = "lab_extra"
+
+
+class LabTarget(Target):
+    name = "lab"
+
+    def __init__(self, paths: LabPaths | None = None):
+        self._paths = paths
+
+    @property
+    def paths(self) -> LabPaths:
+        """The given paths, else the lab NIXFLEET_LAB_INSTANCE selects (asked each time)."""
+        return self._paths or lab_paths()
+
+    def host_entries(self, entries: Sequence[HostEntry]
+                     ) -> tuple[list[HostEntry], dict[str, list[str]]]:
+        """The inventory's hosts plus the extra clones (group lab_extra)."""
+        extras = extra_entries(entries, extra_count(self.paths))
+        return [*entries, *extras], {EXTRA_GROUP: [name for name, _ in extras]}
+
+    def connection(self, entries: Sequence[HostEntry]) -> ConnectionFn:
+        return lab_connection(entries, self.paths)
+
+    def flake_files(self, hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
+        return lab_flake_files(hosts, root, self.paths)
+
+    def flake_ref(self, flake_dir: str) -> str:
+        return f"path:{flake_dir}"
+
+    def nix_config(self) -> str:
+        return LAB_NIX_CONFIG
+
+    def secrets_store(self, fleet: Fleet, root: Path,
+                      identity_paths: Sequence[Path] = ()) -> SecretStore:
+        """The lab's dummy secrets, decryptable with the lab admin key (identity_paths are the
+        user's keys, which the lab's secrets are not encrypted to)."""
+        paths = self.paths
+        store = lab_store(lab_fleet(fleet.hosts.values(), paths, fleet.groups), root, paths)
+        if store is None:
+            raise NixfleetError(f"no {RULES_FILE}: no secrets to check")
+        return store
+
+
+# --- hosts ---------------------------------------------------------------------------------
+
+
+def extra_count(paths: LabPaths) -> int:
+    state = paths.state_file
+    if not state.is_file():
+        return 0
+    return int(json.loads(state.read_text()).get("extra", 0))
+
+
+def extra_entries(entries: Sequence[HostEntry], count: int) -> list[HostEntry]:
+    """Clones of the inventory's hosts, cycling through them: p620-x1, razer-x2, ..."""
+    clones = []
+    for i in range(count):
+        base_name, base = entries[i % len(entries)]
+        clones.append((f"{base_name}-x{i + 1}", copy.deepcopy(base)))
+    return clones
+
+
+def lab_connection(entries: Sequence[HostEntry], paths: LabPaths) -> ConnectionFn:
+    """Connection data by position: host i answers at the lab's i-th address."""
+    index = {name: i for i, (name, _) in enumerate(entries)}
+
+    def connect(host: Host) -> dict[str, Any]:
+        return {
+            "ssh_hostname": host_address(index[host.name]),
+            "ssh_port": 22,
+            "ssh_user": "root",
+            "ssh_key": str(paths.key),
+            "ssh_known_hosts_file": str(paths.known_hosts),
+            "ssh_strict_host_key_checking": "yes",
+            "ssh_connect_retries": 1,
+        }
+
+    return connect
+
+
+# --- the lab flake -------------------------------------------------------------------------
+
+
+def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[str, bytes]:
+    """Relative path -> content of the lab flake directory for these hosts (paths: the lab's,
+    where its secrets are)."""
+    hosts = list(hosts)
+    files = {name: (root / "nix" / "lab" / name).read_bytes() for name in LAB_FLAKE_FILES}
+    files["lab.json"] = (json.dumps({"system": nix_system()}, indent=2) + "\n").encode()
+    for host in hosts:
+        files[f"hosts/{host.name}.json"] = host_data_json(host.nix_data()).encode()
+    files.update(lab_secret_files(hosts, root, paths))
+    # Lab-only fault injection (tests put units that fail or cut SSH here, in a copy).
+    for fault in sorted((root / "nix" / "lab" / "faults").glob("*.*")):  # .json, .build-gate
+        files[f"faults/{fault.name}"] = fault.read_bytes()
+    return files
