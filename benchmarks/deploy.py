@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LAB_ENV = {**os.environ, "NIXFLEET_TARGET": "lab"}
+BASELINE_FLAKE = "/root/baseline-flake"
 
 
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -91,25 +92,33 @@ class Repo:
     def push_host_data(self, hosts: list[dict]) -> None:
         """What the baselines need before `nixos-rebuild switch`: the new host data."""
         sys.path.insert(0, str(ROOT))
-        os.environ["NIXFLEET_TARGET"] = "lab"
         os.environ["NIXFLEET_INVENTORY"] = str(self.dir / "inventory.py")
-        from nixfleet.flake import lab_flake_files
         from nixfleet.inventory import load_inventory_file
+        from nixfleet.lab.target import LabTarget
 
-        fleet = load_inventory_file(self.dir / "inventory.py")
-        files = lab_flake_files(fleet.hosts.values(), self.dir)
+        lab = LabTarget()
+        fleet = load_inventory_file(self.dir / "inventory.py", lab)
+        files = lab.flake_files(fleet.hosts.values(), self.dir)
 
         def push(host: dict) -> None:
             payload = files[f"hosts/{host['host']}.json"]
-            run([*ssh_argv(host["address"]), f"cat > /etc/nixos/hosts/{host['host']}.json"],
+            run([*ssh_argv(host["address"]), f"cat > {BASELINE_FLAKE}/hosts/{host['host']}.json"],
                 input=payload.decode(), check=True)
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(push, hosts))
 
 
+def copy_flake_for_the_baselines(host: dict) -> None:
+    """The baselines edit and build their own copy of the flake: /etc/nixos is nixfleet's (a
+    hand edit there would be kept as a backup by nixfleet's next deploy)."""
+    run([*ssh_argv(host["address"]), f"rm -rf {BASELINE_FLAKE} && cp -a /etc/nixos "
+                                     f"{BASELINE_FLAKE}"], check=True)
+
+
 def rebuild(host: dict) -> None:
-    result = run([*ssh_argv(host["address"]), "nixos-rebuild", "switch"])
+    result = run([*ssh_argv(host["address"]), "nixos-rebuild", "switch", "--flake",
+                  f"{BASELINE_FLAKE}#{host['host']}"])
     if result.returncode != 0:
         raise SystemExit(f"{host['host']}: nixos-rebuild switch failed: {result.stderr}")
 
@@ -133,6 +142,8 @@ def measure(size: int, repeats: int) -> dict[str, float]:
     hosts = lab_hosts()
     repo = Repo()
     repo.nixfleet_switch()  # everything deployed once by nixfleet before timing
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(copy_flake_for_the_baselines, hosts))
     times: dict[str, list[float]] = {}
     phases: dict[str, list[float]] = {}
     for _ in range(repeats):
@@ -154,7 +165,7 @@ def measure(size: int, repeats: int) -> dict[str, float]:
         repo.flip()
         repo.push_host_data(hosts)
         times.setdefault("change floor", []).append(timed(lambda: floor(hosts)))
-        repo.nixfleet_switch()  # back in step with nixfleet's record
+        repo.nixfleet_switch()  # back in step: the hosts run nixfleet's generation again
     medians = {k: statistics.median(v) for k, v in times.items()}
     for name, value in medians.items():
         print(f"  {name:<18} {value:6.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[name])})")

@@ -1,12 +1,12 @@
-"""What deploy files call: one rebuild per host, and a summary when pyinfra is done.
+"""What deploy files call: one rebuild per host, and one summary per deploy run.
 
     # deploys/switch.py
     from nixfleet.deploy import deploy
     deploy("switch")
 
 The summary (a table, and summary.json under .deploy-logs/<deploy id>/) lists every selected
-host: generation before -> after, changed or not, closure difference, duration, result and
-reason. Hosts that could not be reached are listed too.
+host: generation before -> after, result, closure difference, duration and reason. Hosts that
+could not be reached are listed too. Under `--dry` it says what would happen instead.
 """
 
 from __future__ import annotations
@@ -18,65 +18,145 @@ import os
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from weakref import WeakKeyDictionary
 
-from pyinfra import host, inventory, state
+from pyinfra import host, inventory
+from pyinfra.api import State
 from pyinfra.api.operation import OperationMeta
+from pyinfra.api.state import StateStage
+from pyinfra.context import ctx_state
 
+from facts.deploy import HostDeployState
 from nixfleet.files import write_atomic
-from nixfleet.flake import flake_ref, fleet_flake_files, lab_flake_files
-from nixfleet.inventory import current_target, project_root
+from nixfleet.inventory import project_root
 from nixfleet.model import MODEL_KEYS, HealthCheck, Host
-from nixfleet.safety import OUTCOMES, result_lines
+from nixfleet.outcome import Action, HostOutcome, Result, StepOutcome
+from nixfleet.remote import protocol
+from nixfleet.target import Target, current_target
+from operations import nixos
 
-if TYPE_CHECKING:
-    from operations.nixos import Action
-
-DEPLOY_ID = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-_operations: dict[str, tuple[str, OperationMeta]] = {}
+COLOURS = {Result.CHANGED: "green", Result.UNCHANGED: "cyan", Result.BUILT: "green",
+           Result.WOULD_CHANGE: "yellow"}
 
 
 @dataclass
-class HostResult:
-    host: str
-    action: str
-    result: str  # changed | unchanged | built | failed | rolled-back | locked | unreachable
-    reason: str = ""
-    generation_before: str = ""
-    generation_after: str = ""
-    toplevel: str = ""
-    flake: str = ""
-    duration: str = ""
-    closure_before: str = ""
-    closure_after: str = ""
-    diff: list[str] = field(default_factory=list)
-    would: list[str] = field(default_factory=list)
-    phases: dict[str, float] = field(default_factory=dict)  # seconds: lock, flake, build, ...
+class HostPlan:
+    action: Action
+    operation: OperationMeta  # the remote step
+    preview: HostOutcome  # what the facts say will happen
+    noop: bool = False  # nothing to do (the facts say so): the preview is the outcome
+    steps: list[StepOutcome] = field(default_factory=list)
+
+
+class DeployRun:
+    """One pyinfra run of deploy files: each host's plan, then its outcome and the summary."""
+
+    def __init__(self, state: State) -> None:
+        self.deploy_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+        self.owner = f"{getpass.getuser()}@{socket.gethostname()}"
+        self.state = state
+        self.plans: dict[str, HostPlan] = {}
+
+    def record(self, host_name: str, step: StepOutcome) -> None:
+        self.plans[host_name].steps.append(step)
 
     @property
-    def closure_delta(self) -> str:
-        if not (self.closure_before and self.closure_after):
-            return ""
-        delta = int(self.closure_after) - int(self.closure_before)
-        return f"{delta / 2**20:+.1f} MiB" if abs(delta) >= 2**20 else f"{delta / 2**10:+.1f} KiB"
+    def executed(self) -> bool:
+        return self.state.current_stage >= StateStage.Execute
+
+    def outcome(self, name: str, plan: HostPlan) -> HostOutcome:
+        if plan.noop:
+            outcome = plan.preview
+        elif plan.operation.is_complete():
+            outcome = protocol.parse(name, plan.action, plan.operation.stdout_lines
+                                     + plan.operation.stderr_lines)
+        else:
+            outcome = HostOutcome(name, plan.action, Result.FAILED,
+                                  "not run (the host failed earlier; see above)")
+        for step in plan.steps:
+            outcome.after(step)
+        return outcome
+
+    def outcomes(self) -> list[HostOutcome]:
+        results = [self.outcome(name, plan) for name, plan in self.plans.items()]
+        for failed in self.state.failed_hosts:
+            if failed.name not in self.plans:
+                results.append(HostOutcome(failed.name, None, Result.UNREACHABLE,
+                                           "could not connect (see above)"))
+        return results
+
+    def finish(self) -> None:
+        """At the end of pyinfra's run: the summary, or what would have happened (--dry), or
+        that nothing happened (the confirmation declined)."""
+        if not self.plans:
+            return
+        if self.executed:
+            self.print_summary(self.outcomes(), f"nixfleet deploy {self.deploy_id}")
+        elif "--dry" in sys.argv:
+            self.print_summary([p.preview for p in self.plans.values()],
+                               "nixfleet deploy --dry: what would happen (nothing was changed)",
+                               write=False)
+        else:
+            print("nixfleet: nothing was deployed", file=sys.stderr, flush=True)
+
+    def print_summary(self, results: list[HostOutcome], title: str, write: bool = True) -> None:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("host", "action", "generation", "result", "closure", "time", "reason",
+                      title=title)
+        for r in results:
+            generation = f"{_dash(r.generation_before)} -> {_dash(r.generation_after)}"
+            colour = COLOURS.get(r.result, "red")
+            table.add_row(r.host, str(r.action or "-"), generation,
+                          f"[{colour}]{r.result}[/{colour}]", r.closure_delta or "-",
+                          f"{r.duration:.2f}s" if r.duration is not None else "-", r.reason)
+        # Without a terminal rich assumes 80 columns; reasons are long.
+        console = Console(width=None if sys.stdout.isatty() else 160)
+        console.print(table)
+        for r in results:
+            for line in [*r.diff, *r.would]:
+                console.print(f"  {r.host}: {line}", highlight=False)
+            if r.drift:
+                console.print(f"  {r.host}: the flake directory differed from what nixfleet "
+                              f"last wrote there: {_drift_line(r.drift)}", highlight=False)
+            if r.backup:
+                console.print(f"  {r.host}: kept what it replaced in {r.backup}",
+                              highlight=False)
+        if write:
+            path = project_root() / ".deploy-logs" / self.deploy_id / "summary.json"
+            write_atomic(path, json.dumps([r.to_json() for r in results], indent=2) + "\n")
+            print(f"summary: {path}", flush=True)  # plain: never wrapped
 
 
-def parse_result(name: str, action: str, lines: list[str]) -> HostResult:
-    """Read deploy.sh's `NIXFLEET key=value` lines."""
-    result = HostResult(host=name, action=action, result="failed",
-                        reason="no result from the host")
-    for key, value in result_lines(lines):
-        if key in ("diff", "would"):
-            getattr(result, key).append(value)
-        elif key.startswith("phase_"):
-            result.phases[key[len("phase_"):]] = float(value)
-        elif key == "system_before" or key == "system_after":
-            continue
-        elif hasattr(result, key):
-            setattr(result, key, value)
-    return result
+def _drift_line(drift: list[str], shown: int = 4) -> str:
+    """"edited 2 files: a, b; added 30 files: c, d, e, f, ..." (all of them in summary.json)."""
+    by_kind: dict[str, list[str]] = {}
+    for entry in drift:
+        kind, _, path = entry.partition(" ")
+        by_kind.setdefault(kind, []).append(path)
+    return "; ".join(
+        f"{kind} {len(paths)} file{'s' if len(paths) > 1 else ''}: {', '.join(paths[:shown])}"
+        + (", ..." if len(paths) > shown else "") for kind, paths in by_kind.items())
+
+
+def _dash(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+_RUNS: WeakKeyDictionary[State, DeployRun] = WeakKeyDictionary()
+
+
+def current_run() -> DeployRun:
+    """This pyinfra run's DeployRun (made on first use; it prints the summary at exit)."""
+    state = ctx_state.get()
+    if state not in _RUNS:
+        _RUNS[state] = run = DeployRun(state)
+        atexit.register(run.finish)
+    return _RUNS[state]
 
 
 @cache
@@ -90,22 +170,15 @@ def _fleet_hosts() -> tuple[Host, ...]:
 
 
 @cache
-def _flake_files(target: str) -> dict[str, bytes]:
-    root = project_root()
-    if target == "lab":
-        return lab_flake_files(_fleet_hosts(), root)
-    return fleet_flake_files(root)
-
-
-def _owner() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+def _flake_files(target: Target, root: Path) -> dict[str, bytes]:
+    return target.flake_files(_fleet_hosts(), root)
 
 
 def _flag(value: object) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 
 
-def deploy(action: Action) -> None:
+def deploy(action: Action | str) -> None:
     """Queue this host's rebuild (called by deploy files, once per host), and what keeps it
     safe: the confirmation of a switch or test, and a reboot when asked for.
 
@@ -113,106 +186,55 @@ def deploy(action: Action) -> None:
     generation as the boot default and reboots into it (`deploy.reboot: auto` in data reboots
     after a switch only when the kernel, initrd or modules changed).
     """
-    from operations import nixos
-
-    if not _operations:
-        atexit.register(print_summary)
+    action = Action(action)
+    run = current_run()
     target = current_target()
     settings = host.data.deploy
     checks = [HealthCheck.model_validate(c) for c in settings["checks"]]
     rollback = settings["rollback"] and not _flag(host.data.get("no_rollback"))
     reboot_now = _flag(host.data.get("reboot"))
-    if reboot_now and action == "switch":
-        action = "boot"  # then the reboot activates it
+    if reboot_now and action is Action.SWITCH:
+        action = Action.BOOT  # then the reboot activates it
     flake_dir = host.data.system["paths"]["flakeDir"]
-    safety_args = {"deploy_id": DEPLOY_ID, "health_timeout": settings["healthTimeout"],
-                   "checks": checks}
-    rebuilt = nixos.rebuild(
+    files = _flake_files(target, project_root())
+    state = host.get_fact(HostDeployState, flake_dir=flake_dir)
+    plan = nixos.plan_rebuild(action, files, state)
+    preview = HostOutcome(host.name, action, Result.UNCHANGED if plan.noop
+                          else Result.WOULD_CHANGE, plan.noop or plan.preview(action),
+                          generation_before=state.generation,
+                          generation_after=state.generation if plan.noop else None)
+    safety = {"deploy_id": run.deploy_id, "health_timeout": settings["healthTimeout"],
+              "checks": checks, "record": run.record}
+    rebuilt = nixos.rebuild(  # a no-op when the plan says so: pyinfra shows "No change"
         name=f"nixos-rebuild {action}",
         action=action,
-        flake_files=_flake_files(target),
+        flake_files=files,
         flake_dir=flake_dir,
-        flake_ref=flake_ref(target, flake_dir),
-        owner=_owner(),
+        flake_ref=target.flake_ref(flake_dir),
+        owner=run.owner,
         lock_ttl=settings["lockTtl"],
         rollback=rollback,
         confirm_timeout=settings["confirmTimeout"] if rollback else 0,
         build_on=settings["buildOn"],
-        target=target,
-        **safety_args,
+        nix_config=target.nix_config(),
+        **safety,
     )
-    _operations[host.name] = (action, rebuilt)
-    if rollback and action in ("switch", "test"):
+    run.plans[host.name] = HostPlan(action, rebuilt, preview, noop=plan.noop is not None)
+    if not plan.noop and rollback and action.live:
         nixos.confirm(name="confirm from a fresh SSH connection", rebuilt=rebuilt,
-                      confirm_timeout=settings["confirmTimeout"], **safety_args)
-    auto = settings["reboot"] == "auto" and action == "switch"
+                      confirm_timeout=settings["confirmTimeout"], **safety)
+    auto = settings["reboot"] == "auto" and action is Action.SWITCH and not plan.noop
     if reboot_now or auto:
-        nixos.reboot(name="reboot into the new generation", rebuilt=rebuilt, owner=_owner(),
-                     only_if_required=auto, rollback=rollback, **safety_args)
+        nixos.reboot(name="reboot into the new generation",
+                     rebuilt=None if plan.noop else rebuilt, owner=run.owner,
+                     only_if_required=auto, rollback=rollback, **safety)
 
 
 def rollback(generation: int | None = None) -> None:
     """Queue this host's rollback to the previous (or the given) generation."""
-    from operations import nixos
-
-    if not _operations:
-        atexit.register(print_summary)
-    meta = nixos.rollback(name="nixos-rebuild switch --rollback", deploy_id=DEPLOY_ID,
-                          owner=_owner(), generation=generation,
-                          lock_ttl=host.data.deploy["lockTtl"])
-    _operations[host.name] = ("rollback", meta)
-
-
-def collect() -> list[HostResult]:
-    results = []
-    for name, (action, meta) in _operations.items():
-        if meta.is_complete():
-            result = parse_result(name, action, meta.stdout_lines + meta.stderr_lines)
-            outcome = OUTCOMES.get(name)
-            if outcome and outcome.result in ("rolled-back", "failed"):
-                result.result, result.reason = outcome.result, outcome.reason
-                result.generation_after = outcome.generation_after or result.generation_after
-            elif outcome:
-                result.reason = f"{result.reason}; {outcome.reason}"
-            results.append(result)
-        else:
-            results.append(HostResult(name, action, "failed",
-                                      "not run (the host failed earlier; see above)"))
-    reached = set(_operations)
-    for pyinfra_host in state.failed_hosts:
-        if pyinfra_host.name not in reached:
-            results.append(HostResult(pyinfra_host.name, "-", "unreachable",
-                                      "could not connect (see above)"))
-    return results
-
-
-def print_summary() -> None:
-    results = collect()
-    if not results:
-        return
-    log_dir = project_root() / ".deploy-logs" / DEPLOY_ID
-    summary: list[dict[str, Any]] = [{**asdict(r), "closure_delta": r.closure_delta}
-                                     for r in results]
-    write_atomic(log_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("host", "action", "generation", "result", "closure", "time", "reason",
-                  title=f"nixfleet deploy {DEPLOY_ID}")
-    colours = {"changed": "green", "unchanged": "cyan", "built": "green", "failed": "red",
-               "locked": "red", "unreachable": "red", "rolled-back": "red"}
-    for r in results:
-        generation = f"{r.generation_before or '-'} -> {r.generation_after or '-'}"
-        colour = colours.get(r.result, "white")
-        table.add_row(r.host, r.action, generation, f"[{colour}]{r.result}[/{colour}]",
-                      r.closure_delta or "-", f"{r.duration}s" if r.duration else "-", r.reason)
-    # Without a terminal rich assumes 80 columns; reasons are long.
-    console = Console(width=None if sys.stdout.isatty() else 160)
-    console.print(table)
-    for r in results:
-        for line in r.diff:
-            console.print(f"  {r.host}: {line}", highlight=False)
-        for line in r.would:
-            console.print(f"  {r.host}: {line}", highlight=False)
-    print(f"summary: {log_dir / 'summary.json'}", flush=True)  # plain: never wrapped
+    run = current_run()
+    meta = nixos.rollback(name="nixos-rebuild switch --rollback", deploy_id=run.deploy_id,
+                          owner=run.owner, generation=generation)
+    run.plans[host.name] = HostPlan(Action.ROLLBACK, meta, HostOutcome(
+        host.name, Action.ROLLBACK, Result.WOULD_CHANGE,
+        f"would switch to generation {generation or 'before the current one'}"))

@@ -311,7 +311,7 @@ class HealthCheck(Strict):
 class Deploy(Strict):
     """How deploys treat this host (group_data/all.py sets the fleet's defaults)."""
 
-    # A deploy lock older than this many seconds is stale and taken over.
+    # The longest a build may hold a host's deploy lock (seconds); it is then stopped.
     lockTtl: Annotated[int, Field(ge=60, le=86400)] = 3600
     # Roll back when activation or the health gate fails (--no-rollback turns it off).
     rollback: bool = True

@@ -3,47 +3,31 @@ the deployer, and reboot it when asked. These run inside pyinfra (as FunctionCom
 deployer, all hosts at once (pyinfra's gevent makes subprocess and sleep cooperative).
 
 The host-side half (watchdog, health gate, rollback) is nixfleet/remote/{deploy,health}.sh.
-What happened here is kept in OUTCOMES for the deploy summary.
+Each step returns what it made of the host (a StepOutcome) for the deploy run to collect.
 """
 
 from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from facts.nix import SYSTEM_LINKS_COMMAND, parse_system_links
 from nixfleet.model import HealthCheck
+from nixfleet.outcome import Result, StepOutcome
+from nixfleet.remote import protocol
 from nixfleet.ssh import fresh_ssh
 
 REBOOT_TIMEOUT = 180
 
 
-@dataclass
-class Outcome:
-    result: str  # confirmed | rolled-back | rebooted | failed
-    reason: str
-    generation_after: str | None = None
-
-
-OUTCOMES: dict[str, Outcome] = {}
-
-
-def result_lines(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """(key, value) of each of deploy.sh's `NIXFLEET key=value` lines, in order."""
-    for line in lines:
-        if line.startswith("NIXFLEET "):
-            key, _, value = line[len("NIXFLEET "):].partition("=")
-            yield key, value
-
-
-def result_values(lines: Iterable[str]) -> dict[str, str]:
-    """deploy.sh's result lines as a dict (the last value of a key wins)."""
-    return dict(result_lines(lines))
+def _generation(text: str | None) -> int | None:
+    """A generation number from "N" or "system-N-link"."""
+    number = (text or "").removeprefix("system-").removesuffix("-link")
+    return int(number) if number.isdigit() else None
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float, period: float = 1.0) -> bool:
@@ -76,14 +60,14 @@ def http_failure(check: HealthCheck, address: str) -> str | None:
     return f"check {check.name}: {url} gave {last}, expected HTTP {check.expectStatus}"
 
 
-def confirm(host_name: str, data: Any, values: dict[str, str], checks: list[HealthCheck],
-            confirm_timeout: int, health_command: str, deploy_id: str) -> bool:
+def confirm(data: Any, values: dict[str, str], checks: list[HealthCheck],
+            confirm_timeout: int, health_command: str, deploy_id: str) -> StepOutcome | None:
     """The deployer's side of the watchdog deploy.sh armed: HTTP checks, then a fresh SSH
     connection stops the watchdog. If the checks fail, roll back now; if no connection can be
     made in time, the host rolls back by itself and this reports it."""
     watchdog = values.get("watchdog")
     if not watchdog:
-        return True
+        return None
     started = time.monotonic()
     address = str(data.get("ssh_hostname"))
     failures = [f for c in checks if c.http and (f := http_failure(c, address))]
@@ -92,9 +76,8 @@ def confirm(host_name: str, data: Any, values: dict[str, str], checks: list[Heal
                                  f"systemctl stop {watchdog}.timer; {health_command}")
         regate = "the old generation passes the gate again" if revert and \
             revert.returncode == 0 else "the old generation fails the gate too"
-        OUTCOMES[host_name] = Outcome("rolled-back", f"health check failed: {failures[0]}; "
-                                      f"rolled back ({regate})", values.get("generation_before"))
-        return False
+        return StepOutcome(f"health check failed: {failures[0]}; rolled back ({regate})",
+                           Result.ROLLED_BACK, _generation(values.get("generation_before")))
 
     confirmed = False
 
@@ -109,31 +92,28 @@ def confirm(host_name: str, data: Any, values: dict[str, str], checks: list[Heal
     # Stop trying shortly before the watchdog fires, so the two never race.
     wait_for(stop_the_watchdog, max(1.0, confirm_timeout - 2 - (time.monotonic() - started)))
     if confirmed:
-        OUTCOMES[host_name] = Outcome("confirmed", "confirmed over a fresh SSH connection")
-        return True
+        return StepOutcome("confirmed over a fresh SSH connection")
     back: subprocess.CompletedProcess | None = None
 
     def reverted() -> bool:
         nonlocal back
-        back = fresh_ssh(data, f"cat /var/lib/nixfleet/rolled-back-{deploy_id} 2>/dev/null; "
+        # The watchdog's note is read once and removed: nothing is left behind.
+        marker = f"/var/lib/nixfleet/rolled-back-{deploy_id}"
+        back = fresh_ssh(data, f"cat {marker} 2>/dev/null && rm -f {marker}; "
                                "readlink /nix/var/nix/profiles/system", 15)
         return back is not None
 
     unconfirmed = f"no confirmation over a fresh SSH connection within {confirm_timeout}s"
     if not wait_for(reverted, confirm_timeout + 60) or back is None:
-        OUTCOMES[host_name] = Outcome("failed", f"{unconfirmed}; its watchdog should have "
-                                                "rolled it back, but it is still unreachable")
-        return False
+        return StepOutcome(f"{unconfirmed}; its watchdog should have rolled it back, but it "
+                           "is still unreachable", Result.FAILED)
     words = back.stdout.split()
-    generation = words[-1].removeprefix("system-").removesuffix("-link") if words else None
+    generation = _generation(words[-1] if words else None)
     if "no confirmation" not in back.stdout:
-        OUTCOMES[host_name] = Outcome("failed", f"{unconfirmed}; reachable again, but its "
-                                                "watchdog did not roll it back", generation)
-        return False
-    OUTCOMES[host_name] = Outcome(
-        "rolled-back", f"{unconfirmed}: the host rolled back by itself to generation "
-                       f"{generation}", generation)
-    return False
+        return StepOutcome(f"{unconfirmed}; reachable again, but its watchdog did not roll it "
+                           "back", Result.FAILED, generation)
+    return StepOutcome(f"{unconfirmed}: the host rolled back by itself to generation "
+                       f"{generation}", Result.ROLLED_BACK, generation)
 
 
 def reboot_required(data: Any) -> bool:
@@ -141,18 +121,17 @@ def reboot_required(data: Any) -> bool:
     return result is not None and parse_system_links(result.stdout).reboot_required
 
 
-def reboot(host_name: str, data: Any, values: dict[str, str], health_command: str,
-           rollback_command: str | None, only_if_required: bool) -> bool:
+def reboot(data: Any, values: dict[str, str], health_command: str,
+           rollback_command: str | None, only_if_required: bool) -> StepOutcome | None:
     """Reboot, wait for a new boot id, check the running generation is the new one, and run the
     health gate; roll back (where the host boots) when it does not come back healthy."""
-    if values.get("result") not in ("changed", "unchanged"):
-        return True
+    if values.get("result") not in (Result.CHANGED, Result.UNCHANGED):
+        return None
     if only_if_required and not reboot_required(data):
-        return True
+        return None
     before = fresh_ssh(data, "cat /proc/sys/kernel/random/boot_id")
     if before is None:
-        OUTCOMES[host_name] = Outcome("failed", "unreachable before the reboot")
-        return False
+        return StepOutcome("unreachable before the reboot", Result.FAILED)
     fresh_ssh(data, "systemctl reboot", 15)
     after: subprocess.CompletedProcess | None = None
 
@@ -165,24 +144,20 @@ def reboot(host_name: str, data: Any, values: dict[str, str], health_command: st
         return after is not None and after.stdout.split()[:1] != before.stdout.split()[:1]
 
     if not wait_for(new_boot, REBOOT_TIMEOUT, 2) or after is None:
-        OUTCOMES[host_name] = Outcome("failed", f"did not come back within {REBOOT_TIMEOUT}s "
-                                                "of the reboot")
-        return False
+        return StepOutcome(f"did not come back within {REBOOT_TIMEOUT}s of the reboot",
+                           Result.FAILED)
     _, running, default = [*after.stdout.split(), "", "", ""][:3]
     problem = None if running == default else f"after the reboot it runs {running}, not {default}"
     if problem is None:
         gate = fresh_ssh(data, health_command, 600)
         if gate is None or gate.returncode != 0:
-            problem = result_values(gate.stdout.splitlines()).get("reason", "health gate failed") \
-                if gate else "unreachable after the reboot"
+            problem = protocol.values(gate.stdout.splitlines()).get(
+                "reason", "health gate failed") if gate else "unreachable after the reboot"
     if problem is None:
-        OUTCOMES[host_name] = Outcome("rebooted", "rebooted into the new generation, healthy")
-        return True
+        return StepOutcome("rebooted into the new generation, healthy")
     if rollback_command:
         reverted = fresh_ssh(data, rollback_command, 600)
-        generation = result_values(reverted.stdout.splitlines()).get("generation_after") \
+        generation = protocol.values(reverted.stdout.splitlines()).get("generation_after") \
             if reverted else None
-        OUTCOMES[host_name] = Outcome("rolled-back", f"{problem}; rolled back", generation)
-    else:
-        OUTCOMES[host_name] = Outcome("failed", problem)
-    return False
+        return StepOutcome(f"{problem}; rolled back", Result.ROLLED_BACK, _generation(generation))
+    return StepOutcome(problem, Result.FAILED)

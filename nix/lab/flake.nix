@@ -21,6 +21,7 @@
       mkHost = name:
         let
           faultFile = ./faults + "/${name}.json";
+          gateFile = ./faults + "/${name}.build-gate";
           secretsFile = ./hosts + "/${name}.secrets.json";
           toplevel = import ./toplevel.nix {
             inherit name;
@@ -28,6 +29,8 @@
             data = readJSON (./hosts + "/${name}.json");
             # Lab-only fault injection: units that tests add to one host's generation.
             extraUnits = if builtins.pathExists faultFile then readJSON faultFile else { };
+            # Lab-only: a build that waits until a file exists on the host (lock tests).
+            buildGate = if builtins.pathExists gateFile then builtins.readFile gateFile else null;
             # agenix's age.secrets for this host: the .age files become store paths of the
             # generation, so a changed secret makes a new generation.
             secrets = map (s: s // { file = "${./secrets + "/${s.name}.age"}"; })

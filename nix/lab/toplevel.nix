@@ -1,5 +1,5 @@
 # One lab host's system: which units it runs follows its feature flags, as NixOS modules would.
-{ name, system, data, extraUnits, secrets ? [ ] }:
+{ name, system, data, extraUnits, secrets ? [ ], buildGate ? null }:
 let
   inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map toJSON;
 
@@ -85,7 +85,7 @@ let
     (name: "${name}\t${name}.service\t${toString featureUnits.${name}.port}\n")
     (attrNames featureUnits));
 in
-derivation {
+derivation ({
   name = "nixos-system-${name}-${data.system.stateVersion}.lab";
   inherit system;
   builder = "/usr/bin/python3";
@@ -100,4 +100,4 @@ derivation {
   units = toJSON units;
   # [{ name, file, owner, group, mode }]: what activation decrypts into /run/agenix.
   secrets = toJSON secrets;
-}
+} // (if buildGate == null then { } else { inherit buildGate; }))

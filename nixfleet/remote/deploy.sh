@@ -1,30 +1,43 @@
 # nixfleet's deploy step on a host: one SSH command per host and deploy.
 # Run as: bash -c "$(cat health.sh deploy.sh)" nixfleet-deploy NAME=VALUE ...
-# action: push | build | dry-activate | test | boot | switch | rollback | health
-# Under a per-host lock it applies the uploaded flake delta (atomically), builds the host's
-# toplevel, shows the closure difference, then activates it as nixos-rebuild would
-# (nix-env --set on the system profile, then bin/switch-to-configuration). For switch and test
-# it first arms a watchdog that returns to the previous system unless the deployer confirms
-# over a fresh SSH connection within confirm_timeout seconds, and after activating it runs the
-# health gate (health.sh); a failed activation or gate rolls back at once. Results are printed
-# as "NIXFLEET key=value" lines for the deployer's summary.
+# (the command line is built in one place: nixfleet/remote/protocol.py, which also reads the
+# "NIXFLEET key=value" lines printed here; the keys are documented there).
+#
+# mode=deploy: under the host's deploy lock, apply the flake delta, build the toplevel, show
+# the closure difference, then do what the deployer's Action asks, given as flags:
+#   build=1          build the host's toplevel (0: push the flake only)
+#   set_profile=1    make it the system profile's new generation (switch, boot)
+#   activate=ACTION  run its bin/switch-to-configuration ACTION (switch|test|boot|dry-activate)
+#   live=1           ACTION changes the running system (switch, test): health gate afterwards
+#   keep_root=1      keep a GC root for a build that is not activated (build)
+#   watchdog=SECONDS arm a timer that returns to the previous system unless the deployer
+#                    confirms over a fresh SSH connection in time (0: none)
+# A failed activation or health gate rolls back at once (rollback=1).
+# mode=rollback: under the lock, switch to target_generation (default: the one before).
+# mode=health: the health gate alone (health.sh).
 set -uo pipefail
-action= flake_dir=- flake_ref=- hostname= want_hash=- base_hash=- tarball=- deploy_id= owner=
-lock_ttl=3600 target_generation= confirm_timeout=0 rollback=1 health_timeout=60 checks=
-prebuilt=
+mode=deploy flake_dir=- flake_ref=- hostname= want_hash=- tarball=- deploy_id= owner=
+lock_ttl=3600 target_generation= rollback=1 health_timeout=60 checks= prebuilt=
+build=0 set_profile=0 activate= live=0 keep_root=0 watchdog=0
 for argument in "$@"; do
   case "${argument%%=*}" in
-    action|flake_dir|flake_ref|hostname|want_hash|base_hash|tarball|deploy_id|owner|lock_ttl|\
-    target_generation|confirm_timeout|rollback|health_timeout|checks|prebuilt)
+    mode|flake_dir|flake_ref|hostname|want_hash|tarball|deploy_id|owner|lock_ttl|\
+    target_generation|rollback|health_timeout|checks|prebuilt|build|set_profile|activate|\
+    live|keep_root|watchdog)
       printf -v "${argument%%=*}" '%s' "${argument#*=}" ;;
     *) echo "nixfleet-deploy: unknown argument ${argument%%=*}" >&2; exit 2 ;;
   esac
 done
-profile=/nix/var/nix/profiles/system
-state_dir=/var/lib/nixfleet
-lock=/run/nixfleet/deploy.lock
+# Where the host keeps things (overridable only so that tests can run this without root).
+profile=${NIXFLEET_PROFILE:-/nix/var/nix/profiles/system}
+current_system=${NIXFLEET_CURRENT_SYSTEM:-/run/current-system}
+state_dir=${NIXFLEET_STATE_DIR:-/var/lib/nixfleet}
+run_dir=${NIXFLEET_RUN_DIR:-/run/nixfleet}
+record=$state_dir/flake.sha256  # every file nixfleet last wrote into the flake directory
+manifest=.nixfleet-manifest     # the same listing, as the deployer wants it (in the delta)
 started=$(date +%s.%N)
 export NIX_CONFIG="experimental-features = nix-command flakes"
+export LC_ALL=C  # one sort order, the deployer's (code points)
 
 say() { printf 'NIXFLEET %s=%s\n' "$1" "$2"; }
 mark=$started
@@ -33,217 +46,288 @@ phase() { # NAME: seconds since the last phase mark, for the benchmark's breakdo
   say "phase_$1" "$(awk -v a="$now" -v b="$mark" 'BEGIN { printf "%.3f", a - b }')"
   mark=$now
 }
+generation() { readlink "$profile" 2>/dev/null | sed -n 's/^.*system-\([0-9]*\)-link$/\1/p'; }
 finish() { # RESULT REASON EXIT
   say result "$1"
   say reason "$2"
   [ "$3" -eq 0 ] || echo "nixfleet: $hostname: $2" >&2
   say generation_after "$(generation)"
-  say system_after "$(readlink -f /run/current-system 2>/dev/null)"
   say duration "$(awk -v a="$(date +%s.%N)" -v b="$started" 'BEGIN { printf "%.2f", a - b }')"
   exit "$3"
 }
-generation() { readlink "$profile" 2>/dev/null | sed -n 's/^system-\([0-9]*\)-link$/\1/p'; }
 
-if [ "$action" = health ]; then
-  if gate; then say gate passed; exit 0; fi
-  say gate failed
-  say reason "health check failed: $gate_failure"
-  exit 1
-fi
-
-# --- the lock: mkdir is atomic; a holder older than LOCK_TTL seconds is stale ----------------
-mkdir -p /run/nixfleet "$state_dir"
-if ! mkdir "$lock" 2>/dev/null; then
-  read -r holder_since holder_id holder_owner < "$lock/owner" 2>/dev/null || holder_since=0
-  now=$(date +%s)
-  if [ $((now - ${holder_since:-0})) -lt "$lock_ttl" ]; then
-    since=$(date -u -d "@$holder_since" '+%Y-%m-%d %H:%M:%S UTC' 2>/dev/null)
+# --- the lock ---------------------------------------------------------------------------------
+# flock on the state directory, held by this process (and its children) for the whole deploy:
+# the kernel frees it when they end, however they end, and a live holder is never taken over.
+# The holder describes itself while it also holds run_dir's short lock, so a contender that
+# fails to get the deploy lock (while holding that short lock) always reads the live holder.
+take_lock() {
+  mkdir -p "$run_dir" "$state_dir"
+  exec 8<"$run_dir" 9<"$state_dir"
+  flock 8
+  if ! flock -n 9; then
+    local since=0 id=? by=?
+    read -r since id by < "$run_dir/holder" 2>/dev/null
+    flock -u 8
+    since=$(date -u -d "@$since" '+%Y-%m-%d %H:%M:%S UTC' 2>/dev/null)
     say result locked
-    say reason "locked by ${holder_owner:-?} (deploy ${holder_id:-?}) since $since"
-    echo "nixfleet: $hostname: locked by ${holder_owner:-?} (deploy ${holder_id:-?}) since $since" >&2
+    say reason "locked by $by (deploy $id) since $since"
+    echo "nixfleet: $hostname: locked by $by (deploy $id) since $since" >&2
     exit 75
   fi
-  echo "nixfleet: taking over a stale lock of ${holder_owner:-?} (deploy ${holder_id:-?})" >&2
-fi
-printf '%s %s %s\n' "$(date +%s)" "$deploy_id" "$owner" > "$lock/owner"
-tar_file=
-trap 'rm -rf "$lock" ${tar_file:+"$tar_file"}' EXIT
-case "$tarball" in
-  -) ;;
-  base64:*) # a small delta came inside the command itself
-    tar_file="/tmp/nixfleet-$deploy_id.tar"
-    printf '%s' "${tarball#base64:}" | base64 -d > "$tar_file" \
-      || finish failed "could not decode the flake delta" 1
-    tarball=$tar_file ;;
-  *) tar_file=$tarball ;;
-esac
+  printf '%s %s %s\n' "$(date +%s)" "$deploy_id" "$owner" > "$run_dir/holder.new"
+  mv -f "$run_dir/holder.new" "$run_dir/holder"
+  flock -u 8
+  exec 8<&-
+  trap release_lock EXIT
+  trap 'exit 141' PIPE  # the deployer is gone: end (releasing the lock), do not go on
+}
+release_lock() { # under the short lock, so that no contender finds the lock without its holder
+  exec 8<"$run_dir"
+  flock 8
+  rm -f "$run_dir/holder" "$build_out" ${upload:+"$upload"}
+  [ -f "$build_log" ] && mv -f "$build_log" "$state_dir/build.log"  # the last build's log
+  flock -u 9
+}
 
-phase lock
-generation_before=$(generation)
-say generation_before "$generation_before"
-system_before=$(readlink -f /run/current-system 2>/dev/null)
-say system_before "$system_before"
+# --- the flake directory ----------------------------------------------------------------------
+listing() { # DIR: "SHA256  PATH" of every file, sorted by path (the deployer's manifest format)
+  (cd "$1" 2>/dev/null && find . -type f -printf '%P\0' | sort -z | xargs -0r sha256sum --)
+}
+strays() { # DIR: what is neither a file nor a directory holding one (links, empty directories)
+  (cd "$1" 2>/dev/null && find . -mindepth 1 \( -type d -empty -o ! -type d ! -type f \) \
+    -printf '%P\n')
+}
+hash_of() { sha256sum | cut -c1-64; }
 
-# --- the flake: apply the uploaded delta to a copy, then swap it in ---------------------------
-[ -e "$flake_dir" ] || [ ! -e "$flake_dir.nixfleet-old" ] || mv "$flake_dir.nixfleet-old" "$flake_dir"
-if [ "$tarball" != "-" ]; then
-  current_hash=$(cat "$flake_dir/.nixfleet-flake-hash" 2>/dev/null || echo none)
-  if [ "$current_hash" != "$base_hash" ] && [ "$base_hash" != "any" ]; then
-    finish failed "the flake in $flake_dir changed since this deploy read it" 1
+recover_swap() { # a swap cut short by a dropped connection or a kill: finish or undo it
+  [ -e "$flake_dir" ] || [ ! -d "$flake_dir.nixfleet-old" ] \
+    || mv -T "$flake_dir.nixfleet-old" "$flake_dir"
+  rm -rf "$flake_dir.nixfleet-old" "$flake_dir.nixfleet-new"
+}
+
+report_drift() { # CURRENT-LISTING: how the directory differs from what nixfleet last wrote;
+  # a copy of it is kept when it holds anything nixfleet did not write (edited or added)
+  local kind path keep=0
+  while read -r kind path; do
+    say drift "$kind $path"
+    [ "$kind" = deleted ] || keep=1
+  done < <(awk 'FNR == 1 { part++ } $0 == "" { next }
+      part == 1 { ours[substr($0, 67)] = $0; next }
+      { p = substr($0, 67); seen[p] = 1
+        if (!(p in ours)) print "added", p; else if (ours[p] != $0) print "edited", p }
+      END { for (p in ours) if (!(p in seen)) print "deleted", p }' \
+      <(cat "$record" 2>/dev/null; echo) <(printf '%s\n' "$1") | sort -k2;
+    strays "$flake_dir" | sed 's/^/added /')
+  if [ "$keep" = 1 ]; then
+    local backup
+    backup="$flake_dir.nixfleet-backup-$deploy_id"  # the deploy id starts with the date
+    cp -a "$flake_dir" "$backup" || finish failed "could not back up $flake_dir to $backup" 1
+    say backup "$backup"
   fi
-  staging="$flake_dir.nixfleet-new"
-  rm -rf "$staging"
+}
+
+apply_flake() { # the uploaded delta, applied to a copy that is then swapped in
+  recover_swap
+  local current want_listing
+  current=$(listing "$flake_dir")
+  if [ "$tarball" = - ]; then
+    # Nothing sent: the deployer saw the flake it wants. Is it still so, under the lock?
+    [ "$(printf '%s\n' "$current" | hash_of)" = "$want_hash" ] && [ -z "$(strays "$flake_dir")" ] \
+      || finish failed "the flake in $flake_dir changed since this deploy read it; deploy again" 1
+    [ "$current" = "$(cat "$record" 2>/dev/null)" ] || write_record "$current"
+    say flake unchanged
+    return
+  fi
+  local staging="$flake_dir.nixfleet-new"
   if [ -d "$flake_dir" ]; then cp -a "$flake_dir" "$staging"; else mkdir -p "$staging"; fi
-  tar -xf "$tarball" -C "$staging" || finish failed "could not unpack the flake" 1
-  # Files the deployer no longer has are removed (the manifest lists every wanted file).
-  (cd "$staging" && find . -type f ! -name .nixfleet-manifest ! -name .nixfleet-flake-hash \
-     | sed 's|^\./||' | sort | comm -23 - <(sort .nixfleet-manifest) | xargs -r rm -f)
-  echo "$want_hash" > "$staging/.nixfleet-flake-hash"
+  case "$tarball" in
+    base64:*) printf '%s' "${tarball#base64:}" | base64 -d | tar -xf - -C "$staging" ;;
+    *) tar -xf "$tarball" -C "$staging" ;;
+  esac || finish failed "could not unpack the flake delta" 1
+  want_listing=$(cat "$staging/$manifest") && rm -f "$staging/$manifest"
+  # Everything the manifest does not list goes (files the deployer no longer has, strays).
+  (cd "$staging" && find . -mindepth 1 ! -type d -printf '%P\n' | sort \
+     | comm -23 - <(printf '%s\n' "$want_listing" | sed 's/^[0-9a-f]*  //') \
+     | tr '\n' '\0' | xargs -0r rm -f -- && find . -mindepth 1 -type d -empty -delete)
+  if [ "$(listing "$staging")" != "$want_listing" ] \
+      || [ "$(printf '%s\n' "$want_listing" | hash_of)" != "$want_hash" ]; then
+    rm -rf "$staging"
+    finish failed "the flake in $flake_dir changed since this deploy read it; deploy again" 1
+  fi
+  [ -d "$flake_dir" ] && report_drift "$current"
   sync
-  trap '' HUP INT  # the swap must finish even if the connection drops now
-  rm -rf "$flake_dir.nixfleet-old"
-  if [ -e "$flake_dir" ]; then mv "$flake_dir" "$flake_dir.nixfleet-old"; fi
-  mv "$staging" "$flake_dir" && rm -rf "$flake_dir.nixfleet-old"
+  trap '' HUP INT TERM  # the swap must finish even if the connection drops now
+  if [ -e "$flake_dir" ]; then mv -T "$flake_dir" "$flake_dir.nixfleet-old"; fi
+  mv -T "$staging" "$flake_dir" && rm -rf "$flake_dir.nixfleet-old"
+  write_record "$want_listing"
+  trap - HUP INT TERM
   say flake changed
-else
-  say flake unchanged
-fi
-phase flake
-[ "$action" = push ] && finish changed "flake pushed" 0
+}
+write_record() {
+  printf '%s\n' "$1" > "$record.new" && mv -f "$record.new" "$record"
+}
 
-# --- rollback: the given generation, or the one before the current ---------------------------
-if [ "$action" = rollback ]; then
-  current=$(generation)
-  if [ -z "$target_generation" ]; then
-    target_generation=$(ls -d /nix/var/nix/profiles/system-*-link 2>/dev/null \
-      | sed -n 's|.*/system-\([0-9]*\)-link$|\1|p' | sort -n | awk -v c="$current" '$1 < c' | tail -1)
+# --- build, difference, activation -------------------------------------------------------------
+satisfied() { # TOPLEVEL: does the host already run it as asked (the profile and/or live)?
+  [ -n "$1" ] && [ -n "$activate" ] && [ "$activate" != dry-activate ] \
+    && { [ "$set_profile" = 0 ] || [ "$1" = "$profile_target" ]; } \
+    && { [ "$live" = 0 ] || [ "$1" = "$system_before" ]; }
+}
+already() { finish unchanged "$([ "$live" = 1 ] && echo "already active" || echo "already the boot default")" 0; }
+
+heartbeat_until_done() { # PID: wait for it, writing an empty line every second; if the
+  # deployer is gone (killed, connection dropped), the write fails and this deploy ends at once
+  # (SIGPIPE), freeing the lock, instead of holding it until the build is done.
+  local ticks=0
+  while kill -0 "$1" 2>/dev/null; do
+    sleep 0.05 9<&-  # not even for a moment does the sleep hold the lock
+    ticks=$((ticks + 1))
+    [ $((ticks % 20)) -ne 0 ] || echo
+  done
+  wait "$1"
+}
+
+build_system() {
+  if [ -n "$prebuilt" ]; then
+    # Built by the deployer (deploy.buildOn: local) and copied here with nix copy.
+    [ -e "$prebuilt" ] || finish failed "the system built elsewhere ($prebuilt) is not in the store" 1
+    toplevel=$prebuilt
+    say built_on deployer
+  else
+    local attr="$flake_ref#nixosConfigurations.\"$hostname\".config.system.build.toplevel"
+    # Bounded by lock_ttl: no deploy holds the host's lock longer than that building. The
+    # build itself does not hold the lock (fd 9 closed), so when this deploy ends, so does it.
+    # Its own output files: a build orphaned by a killed deploy cannot answer for this one.
+    ( exec 9<&-; exec timeout "$lock_ttl" nix build "$attr" --no-link --json ) \
+      >"$build_out" 2>"$build_log" &
+    if ! heartbeat_until_done $!; then
+      tail -n 20 "$build_log" >&2
+      finish failed "build failed: $(tail -n 1 "$build_log")" 1
+    fi
+    toplevel=$(sed -n 's/.*"out":"\([^"]*\)".*/\1/p' "$build_out")
+    [ -n "$toplevel" ] || finish failed "nix build printed no output path" 1
+    say built_on target
   fi
-  [ -n "$target_generation" ] && [ -e "/nix/var/nix/profiles/system-$target_generation-link" ] \
-    || finish failed "no generation ${target_generation:-before $current} to roll back to" 1
-  toplevel=$(readlink -f "/nix/var/nix/profiles/system-$target_generation-link")
-  nix-env -p "$profile" --switch-generation "$target_generation" >/dev/null 2>&1 \
-    || finish failed "nix-env --switch-generation $target_generation failed" 1
-  "$toplevel/bin/switch-to-configuration" switch >&2 \
-    || finish failed "switch-to-configuration failed with exit $? on generation $target_generation" 1
-  finish changed "rolled back to generation $target_generation" 0
-fi
+  say toplevel "$toplevel"
+}
 
-# --- nothing to do: same flake as the last successful deploy, still active -------------------
-last_hash= last_toplevel=
-[ -f "$state_dir/last-deploy" ] && read -r last_hash last_toplevel < "$state_dir/last-deploy"
-profile_target=$(readlink -f "$profile" 2>/dev/null)
-if [ "$last_hash" = "$want_hash" ] && [ -n "$last_toplevel" ]; then
-  case "$action" in
-    switch) [ "$last_toplevel" = "$system_before" ] && [ "$last_toplevel" = "$profile_target" ] \
-              && finish unchanged "already active" 0 ;;
-    test)   [ "$last_toplevel" = "$system_before" ] && finish unchanged "already active" 0 ;;
-    boot)   [ "$last_toplevel" = "$profile_target" ] && finish unchanged "already the boot default" 0 ;;
-  esac
-fi
-
-# --- build ------------------------------------------------------------------------------------
-if [ -n "$prebuilt" ]; then
-  # Built by the deployer (deploy.buildOn: local) and copied here with nix copy.
-  [ -e "$prebuilt" ] || finish failed "the system built elsewhere ($prebuilt) is not in the store" 1
-  toplevel=$prebuilt
-  say built_on deployer
-else
-  attr="$flake_ref#nixosConfigurations.\"$hostname\".config.system.build.toplevel"
-  if ! built=$(nix build "$attr" --no-link --json 2>"$state_dir/build.log"); then
-    tail -n 20 "$state_dir/build.log" >&2
-    finish failed "build failed: $(tail -n 1 "$state_dir/build.log")" 1
-  fi
-  toplevel=$(printf '%s' "$built" | sed -n 's/.*"out":"\([^"]*\)".*/\1/p')
-  [ -n "$toplevel" ] || finish failed "nix build printed no output path" 1
-  say built_on target
-fi
-say toplevel "$toplevel"
-phase build
-
-# --- what changes: packages with versions (as nix store diff-closures shows), size delta -----
-if [ -n "$system_before" ] && [ "$toplevel" != "$system_before" ]; then
+show_difference() { # packages with versions (as nix store diff-closures shows), size delta
+  [ -n "$system_before" ] && [ "$toplevel" != "$system_before" ] || return 0
   nix store diff-closures "$system_before" "$toplevel" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' \
     | while IFS= read -r line; do say diff "$line"; done
   size() { nix path-info -S "$1" 2>/dev/null | awk '{print $2}'; }
   say closure_before "$(size "$system_before")"
   say closure_after "$(size "$toplevel")"
-fi
+}
 
-remember() { printf '%s %s\n' "$want_hash" "$toplevel" > "$state_dir/last-deploy.tmp" \
-  && mv "$state_dir/last-deploy.tmp" "$state_dir/last-deploy"; }
+remember() { printf '%s %s\n' "$want_hash" "$toplevel" > "$state_dir/last-deploy.new" \
+  && mv -f "$state_dir/last-deploy.new" "$state_dir/last-deploy"; }
 
-case "$action" in
-  build)
-    nix-store --add-root "$state_dir/last-build" --indirect --realise "$toplevel" >/dev/null 2>&1
-    finish built "built, not activated" 0 ;;
-  dry-activate)
-    "$toplevel/bin/switch-to-configuration" dry-activate | while IFS= read -r line; do
-      say would "$line"; done
-    finish built "dry-activate: nothing was changed" 0 ;;
-esac
-
-if [ "$action" = switch ] || [ "$action" = test ]; then
-  if [ "$toplevel" = "$system_before" ] && { [ "$action" = test ] || [ "$toplevel" = "$profile_target" ]; }; then
-    remember
-    finish unchanged "already active" 0
-  fi
-fi
-if [ "$action" = switch ] || [ "$action" = boot ]; then
-  if [ "$toplevel" = "$profile_target" ] && [ "$action" = boot ]; then
-    remember
-    finish unchanged "already the boot default" 0
-  fi
-  nix-env -p "$profile" --set "$toplevel" >/dev/null 2>&1 \
-    || finish failed "nix-env --set on the system profile failed" 1
-fi
-# --- activate, under a watchdog, then the health gate ----------------------------------------
-record_failed_units  # what was failed before does not count against this generation
-watchdog=
-if [ "$rollback" = 1 ] && [ -n "$system_before" ] && [ "$confirm_timeout" -gt 0 ] \
-    && { [ "$action" = switch ] || [ "$action" = test ]; }; then
-  watchdog="nixfleet-confirm-$deploy_id"
-  revert_script="/run/nixfleet/$watchdog.sh"
+arm_watchdog() { # returns to the system before unless the deployer stops the timer in time
+  [ "$watchdog" -gt 0 ] && [ "$rollback" = 1 ] && [ -n "$system_before" ] || return 0
+  watchdog_unit="nixfleet-confirm-$deploy_id"
   # Absolute paths: a systemd service does not get the login PATH (on NixOS nix-env is in
-  # /run/current-system/sw/bin).
-  {
-    echo "# nixfleet: return to the system before deploy $deploy_id (no confirmation came)"
-    [ "$action" = switch ] && \
-      echo "$(command -v nix-env) -p $profile --switch-generation $generation_before"
-    echo "$system_before/bin/switch-to-configuration $action"
-    echo "echo 'no confirmation within ${confirm_timeout}s' > $state_dir/rolled-back-$deploy_id"
-  } > "$revert_script"
-  # Runs by itself unless the deployer stops the timer from a fresh SSH connection.
-  systemd-run --quiet --unit="$watchdog" --on-active="${confirm_timeout}s" \
-    --timer-property=AccuracySec=100ms --property=Type=oneshot /bin/sh "$revert_script" \
+  # /run/current-system/sw/bin). The command is the unit's own: nothing is left in run_dir.
+  # No ";" in it: systemd escapes that one when it reloads a transient unit.
+  local revert="$system_before/bin/switch-to-configuration $activate"
+  [ "$set_profile" = 1 ] && revert="$(command -v nix-env) -p $profile --switch-generation $generation_before && $revert"
+  revert="$revert || true && echo 'no confirmation within ${watchdog}s' > $state_dir/rolled-back-$deploy_id"
+  systemd-run --quiet --unit="$watchdog_unit" --on-active="${watchdog}s" \
+    --description="nixfleet: back to the system before deploy $deploy_id unless confirmed" \
+    --timer-property=AccuracySec=100ms --property=Type=oneshot /bin/sh -c "$revert" \
     || finish failed "could not arm the rollback watchdog" 1
-  say watchdog "$watchdog"
-fi
+  say watchdog "$watchdog_unit"
+}
 
 roll_back_now() { # REASON: back to the system that ran before this deploy, gate again
-  [ -n "$watchdog" ] && systemctl stop "$watchdog.timer" 2>/dev/null
-  if [ "$rollback" != 1 ] || [ -z "$system_before" ]; then
-    finish failed "$1" 1
+  [ -n "$watchdog_unit" ] && systemctl stop "$watchdog_unit.timer" 2>/dev/null
+  [ "$rollback" = 1 ] && [ -n "$system_before" ] || finish failed "$1" 1
+  [ "$set_profile" = 1 ] && nix-env -p "$profile" --switch-generation "$generation_before" >/dev/null 2>&1
+  if [ "$set_profile" = 1 ] && [ "$live" = 0 ]; then  # boot: the old default, in the bootloader too
+    "$(readlink -f "$profile")/bin/switch-to-configuration" boot >&2
   fi
-  if [ "$action" = switch ] || [ "$action" = boot ]; then
-    nix-env -p "$profile" --switch-generation "$generation_before" >/dev/null 2>&1
-  fi
-  if [ "$action" != boot ]; then
-    "$system_before/bin/switch-to-configuration" "$([ "$action" = test ] && echo test || echo switch)" >&2
+  if [ "$live" = 1 ]; then
+    "$system_before/bin/switch-to-configuration" "$activate" >&2
     if gate; then say regate passed; else say regate "failed: $gate_failure"; fi
   fi
   finish rolled-back "$1" 1
 }
 
-"$toplevel/bin/switch-to-configuration" "$action" >&2
-code=$?
-phase activate
-if [ $code -ne 0 ]; then
-  failed_units=$(systemctl list-units --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | paste -sd, -)
-  roll_back_now "switch-to-configuration $action exited $code (failed units: ${failed_units:-none})"
+activate_system() {
+  [ "$set_profile" = 1 ] && { nix-env -p "$profile" --set "$toplevel" >/dev/null 2>&1 \
+    || finish failed "nix-env --set on the system profile failed" 1; }
+  [ "$live" = 1 ] && record_failed_units  # what failed before does not count against it
+  arm_watchdog
+  "$toplevel/bin/switch-to-configuration" "$activate" >&2
+  local code=$?
+  phase activate
+  if [ $code -ne 0 ]; then
+    local failed_units
+    failed_units=$(systemctl list-units --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | paste -sd, -)
+    roll_back_now "switch-to-configuration $activate exited $code (failed units: ${failed_units:-none})"
+  fi
+  if [ "$live" = 1 ]; then
+    gate || roll_back_now "health check failed: $gate_failure"
+    phase gate
+  fi
+}
+
+roll_back_to_generation() {
+  local current; current=$(generation)
+  if [ -z "$target_generation" ]; then
+    target_generation=$(find "$(dirname "$profile")" -maxdepth 1 -name 'system-*-link' -printf '%f\n' \
+      | sed -n 's/^system-\([0-9]*\)-link$/\1/p' | sort -n | awk -v c="$current" '$1 < c' | tail -1)
+  fi
+  local link; link="$(dirname "$profile")/system-$target_generation-link"
+  [ -n "$target_generation" ] && [ -e "$link" ] \
+    || finish failed "no generation ${target_generation:-before $current} to roll back to" 1
+  nix-env -p "$profile" --switch-generation "$target_generation" >/dev/null 2>&1 \
+    || finish failed "nix-env --switch-generation $target_generation failed" 1
+  "$(readlink -f "$link")/bin/switch-to-configuration" switch >&2 \
+    || finish failed "switch-to-configuration failed with exit $? on generation $target_generation" 1
+  finish changed "rolled back to generation $target_generation" 0
+}
+
+# --- main -------------------------------------------------------------------------------------
+if [ "$mode" = health ]; then
+  if gate; then say gate passed; exit 0; fi
+  say gate failed
+  say reason "health check failed: $gate_failure"
+  exit 1
 fi
-if [ "$action" != boot ]; then
-  gate || roll_back_now "health check failed: $gate_failure"
-  phase gate
-fi
+upload= build_out="$state_dir/build-$deploy_id.out" build_log="$state_dir/build-$deploy_id.log"
+[ "$tarball" = - ] || [ "${tarball#base64:}" != "$tarball" ] || upload=$tarball
+trap 'rm -f ${upload:+"$upload"}' EXIT  # an uploaded delta goes, even when the host is locked
+take_lock
+phase lock
+generation_before=$(generation)
+say generation_before "$generation_before"
+system_before=$(readlink -f "$current_system" 2>/dev/null)
+profile_target=$(readlink -f "$profile" 2>/dev/null)
+watchdog_unit= toplevel=
+[ "$mode" = rollback ] && roll_back_to_generation
+apply_flake
+phase flake
+[ "$build" = 1 ] || finish changed "flake pushed" 0
+last_hash= last_toplevel=
+[ -f "$state_dir/last-deploy" ] && read -r last_hash last_toplevel < "$state_dir/last-deploy"
+[ "$last_hash" = "$want_hash" ] && satisfied "$last_toplevel" && already
+build_system
+phase build
+show_difference
+if satisfied "$toplevel"; then remember; already; fi
+case "$activate" in
+  "") [ "$keep_root" = 1 ] && nix-store --add-root "$state_dir/last-build" --indirect \
+        --realise "$toplevel" >/dev/null 2>&1
+      finish built "built, not activated" 0 ;;
+  dry-activate)
+      "$toplevel/bin/switch-to-configuration" dry-activate | while IFS= read -r line; do
+        say would "$line"; done
+      code=${PIPESTATUS[0]}
+      [ "$code" -eq 0 ] || finish failed "switch-to-configuration dry-activate exited $code" 1
+      finish built "dry-activate: nothing was changed" 0 ;;
+esac
+activate_system
 remember
-finish changed "$action done" 0
+finish changed "$activate done" 0

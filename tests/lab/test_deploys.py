@@ -8,28 +8,37 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import HOSTS, ROOT, nixfleet, on
+from tests.lab.conftest import HOSTS, ROOT, nixfleet, on, wait_until
 
 pytestmark = pytest.mark.usefixtures("lab")
 PYINFRA = os.path.join(os.path.dirname(sys.executable), "pyinfra")
 DEX_DEVELOPMENT = '"development": {"enable": True, "python": True, "nix": True, "shell": True},'
 
 
+def lab_env(repo: Path) -> dict[str, str]:
+    return {**os.environ, "NIXFLEET_TARGET": "lab", "PYTHONPATH": str(ROOT),
+            "NIXFLEET_INVENTORY": str(repo / "inventory.py")}
+
+
+def deploy_argv(name: str, *args: str) -> list[str]:
+    return [PYINFRA, "inventory.py", str(ROOT / "deploys" / f"{name}.py"), "-y", *args]
+
+
+def summary_of(stdout: str) -> dict:
+    found = re.search(r"summary: (\S+summary\.json)", stdout)
+    return {r["host"]: r for r in json.loads(Path(found[1]).read_text())} if found else {}
+
+
 def deploy(repo: Path, name: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     """Run a deploy file on the lab from `repo`; return the process and its summary by host."""
-    result = subprocess.run(
-        [PYINFRA, "inventory.py", str(ROOT / "deploys" / f"{name}.py"), "-y", *args],
-        cwd=repo, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "NIXFLEET_TARGET": "lab",
-             "PYTHONPATH": str(ROOT), "NIXFLEET_INVENTORY": str(repo / "inventory.py")})
-    found = re.search(r"summary: (\S+summary\.json)", result.stdout)
-    summary = {r["host"]: r for r in json.loads(Path(found[1]).read_text())} if found else {}
-    return result, summary
+    result = subprocess.run(deploy_argv(name, *args), cwd=repo, capture_output=True, text=True,
+                            timeout=300, env=lab_env(repo))
+    return result, summary_of(result.stdout)
 
 
 def generation(host: str) -> int:
@@ -67,8 +76,45 @@ def test_switch_the_fleet_then_a_second_switch_is_a_no_op():
     assert {h: r["result"] for h, r in summary.items()} == dict.fromkeys(HOSTS, "unchanged")
     assert {h: generation(h) for h in HOSTS} == generations
     for host, row in summary.items():
-        assert row["generation_before"] == row["generation_after"] == str(generations[host])
+        assert row["generation_before"] == row["generation_after"] == generations[host]
+        assert row["reason"] == "already active"
     assert "nixfleet deploy" in second.stdout and "unchanged" in second.stdout
+    # Decided from facts, as pyinfra users expect: no command ran on any host.
+    assert re.search(r"nixos-rebuild switch\s+4\s+-\s+-\s+4", second.stderr + second.stdout)
+
+
+def dry_run(repo: Path) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    result = subprocess.run(
+        [PYINFRA, "inventory.py", str(ROOT / "deploys" / "switch.py"), "--dry"],
+        cwd=repo, capture_output=True, text=True, timeout=300, env=lab_env(repo))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("what would happen") == 1  # one summary
+    assert "summary:" not in result.stdout  # nothing was deployed, no log written
+    rows = {line.split()[1]: line for line in result.stdout.splitlines() if line.startswith("│")}
+    return result, rows
+
+
+def test_dry_run_changes_nothing_and_says_what_would_happen(changed_repo):
+    deploy(ROOT, "switch")
+    before = {h: (generation(h), current_system(h)) for h in HOSTS}
+    result, rows = dry_run(ROOT)
+    assert re.search(r"nixos-rebuild switch\s+-\s+-", result.stderr)  # pyinfra: no change
+    assert all("unchanged" in rows[h] and "already active" in rows[h] for h in HOSTS), rows
+    _, rows = dry_run(changed_repo)
+    # dex5550's data is part of every host's flake: each would receive it and build.
+    assert all("would-change" in rows[h] and "send 1 changed flake files, build, switch"
+               in rows[h] for h in HOSTS), rows
+    assert {h: (generation(h), current_system(h)) for h in HOSTS} == before
+
+
+def test_declining_the_confirmation_deploys_nothing_and_says_so(changed_repo):
+    before = {h: generation(h) for h in HOSTS}
+    result = subprocess.run(
+        [PYINFRA, "inventory.py", str(ROOT / "deploys" / "switch.py")], stdin=subprocess.DEVNULL,
+        cwd=changed_repo, capture_output=True, text=True, timeout=300, env=lab_env(changed_repo))
+    assert "nixfleet: nothing was deployed" in result.stderr
+    assert "failed" not in result.stdout and "summary:" not in result.stdout
+    assert {h: generation(h) for h in HOSTS} == before
 
 
 def test_a_change_switches_only_that_host_and_shows_the_closure_difference(changed_repo):
@@ -156,38 +202,114 @@ def test_a_host_that_is_down_is_reported_while_the_others_deploy(changed_repo):
     assert {summary[h]["result"] for h in ("p620", "razer")} == {"unchanged"}
 
 
-def test_a_second_deploy_to_a_locked_host_fails_at_once(changed_repo):
-    host = "dex5550"
-    builder = changed_repo / "nix" / "lab" / "build-toplevel.py"
-    builder.write_text("import time\ntime.sleep(4)\n" + builder.read_text())
-    slow = subprocess.Popen(
-        [PYINFRA, "inventory.py", str(ROOT / "deploys" / "switch.py"), "-y", "--limit", host],
-        cwd=changed_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "NIXFLEET_TARGET": "lab", "PYTHONPATH": str(ROOT),
-             "NIXFLEET_INVENTORY": str(changed_repo / "inventory.py")})
+def copy_of_the_configuration(directory: Path) -> Path:
+    shutil.copy(ROOT / "inventory.py", directory / "inventory.py")
+    for name in ("group_data", "secrets", "nix/lab"):
+        shutil.copytree(ROOT / name, directory / name)
+    (directory / "nix" / "lab" / "faults").mkdir(exist_ok=True)
+    return directory
+
+
+def lock_free(host: str) -> bool:
+    return on(host, "flock -n /var/lib/nixfleet true", check=False).returncode == 0
+
+
+def test_eight_deploys_at_once_one_runs_and_seven_are_locked_out(tmp_path):
+    """20 rounds of 8 deploys to one host started together: the one that takes the lock holds
+    it (its build waits for a file) until the other 7 have answered `locked by` it."""
+    host = "p620"
+    repo = copy_of_the_configuration(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while on(host, "test -d /run/nixfleet/deploy.lock", check=False).returncode != 0:
-            assert time.monotonic() < deadline, "the first deploy never took the lock"
-        started = time.monotonic()
-        second, summary = deploy(ROOT, "switch", "--limit", host)
-        waited = time.monotonic() - started
+        for round_ in range(20):
+            release = f"/tmp/nixfleet-release-{uuid.uuid4().hex}"  # a new build every round
+            (repo / "nix" / "lab" / "faults" / f"{host}.build-gate").write_text(
+                f"{release}\n")
+            deploys = [subprocess.Popen(deploy_argv("switch", "--limit", host), cwd=repo,
+                                        env=lab_env(repo), text=True, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE) for _ in range(8)]
+            wait_until(lambda ds=deploys: sum(d.poll() is not None for d in ds) >= 7, 120,
+                       "seven deploys to answer")
+            on(host, f"touch {release}")
+            outputs = [d.communicate(timeout=120) for d in deploys]
+            rows = [summary_of(out)[host] for out, _ in outputs]
+            results = sorted(r["result"] for r in rows)
+            assert results == ["changed"] + ["locked"] * 7, (round_, rows)
+            holder = next(i for i, r in enumerate(rows) if r["result"] == "changed")
+            found = re.search(r"/([^/\s]+)/summary\.json", outputs[holder][0])
+            assert found, outputs[holder]
+            holder_id = found[1]
+            for row, deploy_process in zip(rows, deploys, strict=True):
+                if row["result"] == "locked":
+                    assert re.fullmatch(rf"locked by root@\S+ \(deploy {holder_id}\) since "
+                                        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", row["reason"])
+                    assert deploy_process.returncode == 1
+            assert on(host, "ls -A /run/nixfleet").stdout == ""  # no leftovers
     finally:
-        slow.wait(timeout=120)
-    assert slow.returncode == 0
-    assert second.returncode == 1
-    assert summary[host]["result"] == "locked"
-    assert re.fullmatch(r"locked by root@\S+ \(deploy [0-9-]+\) since \d{4}-\d\d-\d\d "
-                        r"\d\d:\d\d:\d\d UTC", summary[host]["reason"])
-    assert waited < 4  # it did not wait for the lock
+        nixfleet("lab", "reset", host)
 
 
-def test_a_stale_lock_is_taken_over():
+def test_a_deploy_killed_mid_build_frees_the_lock_at_once(tmp_path):
+    """The deployer is killed (SIGKILL) while the host builds: the host's deploy ends at its
+    next heartbeat (a second), so the next deploy goes in."""
     host = "razer"
-    on(host, "mkdir -p /run/nixfleet/deploy.lock && "
-             "echo \"$(( $(date +%s) - 7200 )) old-deploy someone@elsewhere\" "
-             "> /run/nixfleet/deploy.lock/owner")
+    repo = copy_of_the_configuration(tmp_path)
+    release = f"/tmp/nixfleet-release-{uuid.uuid4().hex}"  # a build this host never made
+    (repo / "nix" / "lab" / "faults" / f"{host}.build-gate").write_text(f"{release}\n")
+    killed = subprocess.Popen(deploy_argv("switch", "--limit", host), cwd=repo,
+                              env=lab_env(repo), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: on(host, "pgrep -f build-toplevel.py", check=False).returncode == 0,
+                   60, "the build to start")
+        assert not lock_free(host)
+        killed.kill()
+        killed.wait()
+        wait_until(lambda: lock_free(host), 5, "the lock to be free")
+        result, summary = deploy(ROOT, "switch", "--limit", host)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert summary[host]["result"] in ("changed", "unchanged")
+        assert on(host, "ls -A /run/nixfleet").stdout == ""
+    finally:
+        on(host, f"touch {release}")  # lets the orphaned build finish
+
+
+DAMAGE = {
+    "a stray nested directory": ("mkdir -p /etc/nixos/nixos && cp /etc/nixos/flake.nix "
+                                 "/etc/nixos/nixos/", ["added nixos/flake.nix"], True),
+    "a deleted file": ("rm /etc/nixos/toplevel.nix", ["deleted toplevel.nix"], False),
+    "an edited file": ("echo '# local edit' >> /etc/nixos/flake.nix", ["edited flake.nix"], True),
+    "a wrong record": ("echo 'wrong' > /var/lib/nixfleet/flake.sha256", None, False),
+    "a wrong last deploy": ("sed -i 's/^[0-9a-f]*/0000/' /var/lib/nixfleet/last-deploy", None,
+                            False),
+    "an empty stray directory": ("mkdir /etc/nixos/empty", ["added empty"], True),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_flake_directory_is_converged_by_the_next_deploy(damage):
+    host = "dex5550"
+    command, drift, backed_up = DAMAGE[damage]
+    deploy(ROOT, "switch", "--limit", host)
+    wanted = on(host, "cat /var/lib/nixfleet/flake.sha256").stdout
+    gen = generation(host)
+    on(host, command)
     result, summary = deploy(ROOT, "switch", "--limit", host)
-    assert result.returncode == 0, result.stderr
-    assert summary[host]["result"] in ("changed", "unchanged")
-    assert on(host, "test -e /run/nixfleet/deploy.lock", check=False).returncode != 0
+    assert result.returncode == 0, result.stdout + result.stderr
+    row = summary[host]
+    assert row["result"] in ("changed", "unchanged") and generation(host) == gen
+    listing = on(host, "cd /etc/nixos && find . -type f -printf '%P\\0' | LC_ALL=C sort -z "
+                       "| xargs -0 sha256sum --").stdout
+    assert listing == wanted == on(host, "cat /var/lib/nixfleet/flake.sha256").stdout
+    assert on(host, "find /etc/nixos -mindepth 1 -type d -empty").stdout == ""
+    if drift is not None:
+        assert row["drift"] == drift
+    if backed_up:
+        assert row["backup"].startswith("/etc/nixos.nixfleet-backup-")
+        assert on(host, f"test -d {row['backup']}", check=False).returncode == 0
+        assert "kept what it replaced in" in result.stdout
+        on(host, f"rm -rf {row['backup']}")
+    else:
+        assert row["backup"] is None
+    _, summary = deploy(ROOT, "switch", "--limit", host)
+    assert summary[host]["result"] == "unchanged" and summary[host]["drift"] == []
+    assert on(host, "ls -A /run/nixfleet").stdout == ""

@@ -3,7 +3,9 @@ the flake delta and the `nixfleet deploy` wrapper's pyinfra command line."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import subprocess
 import tarfile
 import threading
@@ -11,26 +13,135 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from nixfleet import deploy_cli, safety
+from facts.deploy import DeployState, parse_deploy_state
+from facts.errors import FactParseError
+from nixfleet import safety
 from nixfleet.cli import build_parser
-from nixfleet.deploy import parse_result
+from nixfleet.commands.deploy import cmd_deploy
 from nixfleet.flake import MANIFEST, changed_paths, delta_tarball, file_hashes, flake_hash
 from nixfleet.model import HealthCheck
+from nixfleet.outcome import Action, Result, StepOutcome
+from nixfleet.remote import protocol
 from nixfleet.ssh import ssh_argv
+from operations.nixos import plan_rebuild
 
 
-def test_parse_result_reads_the_hosts_lines():
+def test_the_protocol_reads_the_hosts_lines_into_a_typed_outcome():
     lines = ["noise", "NIXFLEET generation_before=3", "NIXFLEET diff=go: ∅ → 1.23.4, +11.1 KiB",
              "NIXFLEET closure_before=1048576", "NIXFLEET closure_after=3145728",
-             "NIXFLEET phase_build=0.224", "NIXFLEET result=changed",
-             "NIXFLEET reason=switch done", "NIXFLEET generation_after=4"]
-    result = parse_result("razer", "switch", lines)
-    assert (result.result, result.generation_before, result.generation_after) == \
-        ("changed", "3", "4")
-    assert result.diff == ["go: ∅ → 1.23.4, +11.1 KiB"]
-    assert result.closure_delta == "+2.0 MiB"
-    assert result.phases == {"build": 0.224}
-    assert parse_result("p510", "switch", []).reason == "no result from the host"
+             "NIXFLEET phase_build=0.224", "NIXFLEET drift=edited flake.nix",
+             "NIXFLEET backup=/etc/nixos.nixfleet-backup-1", "NIXFLEET result=changed",
+             "NIXFLEET reason=switch done", "NIXFLEET generation_after=4",
+             "NIXFLEET duration=1.50", ""]
+    outcome = protocol.parse("razer", Action.SWITCH, lines)
+    assert (outcome.result, outcome.generation_before, outcome.generation_after) == \
+        (Result.CHANGED, 3, 4)
+    assert outcome.diff == ["go: ∅ → 1.23.4, +11.1 KiB"]
+    assert outcome.closure_delta == "+2.0 MiB"
+    assert outcome.phases == {"build": 0.224}
+    assert outcome.drift == ["edited flake.nix"] and outcome.duration == 1.5
+    assert outcome.backup == "/etc/nixos.nixfleet-backup-1"
+    missing = protocol.parse("p510", Action.SWITCH, [])
+    assert (missing.result, missing.reason) == (Result.FAILED, "no result from the host")
+    assert missing.generation_before is None and missing.closure_delta is None
+
+
+def test_summary_json_has_typed_values():
+    outcome = protocol.parse("p620", Action.BOOT, [
+        "NIXFLEET generation_before=7", "NIXFLEET result=unchanged", "NIXFLEET generation_after=",
+        "NIXFLEET duration=0.20"])
+    row = json.loads(json.dumps(outcome.to_json()))
+    assert row["generation_before"] == 7 and row["generation_after"] is None
+    assert row["duration"] == 0.2 and row["closure_delta"] is None
+    assert (row["action"], row["result"]) == ("boot", "unchanged")
+    assert set(row) >= {"host", "reason", "toplevel", "flake", "closure_before", "closure_after",
+                        "diff", "would", "drift", "backup", "phases"}
+
+
+@pytest.mark.parametrize(("action", "builds", "profile", "activation", "live", "reboot"), [
+    (Action.PUSH, False, False, "", False, False),
+    (Action.BUILD, True, False, "", False, False),
+    (Action.DRY_ACTIVATE, True, False, "dry-activate", False, False),
+    (Action.TEST, True, False, "test", True, False),
+    (Action.BOOT, True, True, "boot", False, True),
+    (Action.SWITCH, True, True, "switch", True, True),
+])
+def test_each_action_carries_what_it_implies(action, builds, profile, activation, live, reboot):
+    assert (action.builds, action.sets_profile, action.activation, action.live,
+            action.may_reboot) == (builds, profile, activation, live, reboot)
+    flags = protocol.action_flags(action)
+    assert flags == {"build": int(builds), "set_profile": int(profile), "activate": activation,
+                     "live": int(live), "keep_root": int(action is Action.BUILD)}
+
+
+def test_already_there_is_one_rule_per_action():
+    new, old = "/nix/store/new", "/nix/store/old"
+    assert Action.SWITCH.satisfied_by(new, current=new, profile=new)
+    assert not Action.SWITCH.satisfied_by(new, current=new, profile=old)
+    assert Action.TEST.satisfied_by(new, current=new, profile=old)
+    assert Action.BOOT.satisfied_by(new, current=old, profile=new)
+    assert not Action.BOOT.satisfied_by(new, current=new, profile=old)
+    assert not Action.BUILD.satisfied_by(new, current=new, profile=new)
+    assert not Action.SWITCH.satisfied_by(None, current=None, profile=None)
+
+
+def _state(files: dict[str, bytes], **system: str | None) -> DeployState:
+    return DeployState(files=file_hashes(files), **system)  # type: ignore[arg-type]
+
+
+def test_a_host_with_the_flake_and_system_deployed_is_a_no_op_from_facts():
+    files = {"flake.nix": b"{ }", "hosts/a.json": b"{}"}
+    want = flake_hash(files)
+    done = {"last_hash": want, "record_hash": want, "last_toplevel": "/s",
+            "current_system": "/s", "profile_system": "/s"}
+    assert plan_rebuild(Action.SWITCH, files, _state(files, **done)).noop == "already active"
+    assert plan_rebuild(Action.BOOT, files, _state(files, **done)).noop == \
+        "already the boot default"
+    assert plan_rebuild(Action.BUILD, files, _state(files, **done)).noop is None
+    # Anything off and the host is asked: an edited file, a stray, a record that differs.
+    edited = plan_rebuild(Action.SWITCH, {**files, "flake.nix": b"{ x = 1; }"},
+                          _state(files, **done))
+    assert edited.noop is None and edited.send and edited.changed == ["flake.nix"]
+    stray = DeployState(files=file_hashes(files), strays=("nixos",), last_hash=want,
+                        record_hash=want, last_toplevel="/s", current_system="/s",
+                        profile_system="/s")
+    assert plan_rebuild(Action.SWITCH, files, stray).send
+    assert plan_rebuild(Action.SWITCH, files, _state(files, **{**done, "record_hash": "x"})
+                        ).noop is None
+    assert plan_rebuild(Action.SWITCH, files, _state(files, **{**done, "current_system": "/o"})
+                        ).noop is None
+    assert plan_rebuild(Action.PUSH, files, _state(files)).noop == "flake already there"
+    assert plan_rebuild(Action.SWITCH, files, _state(files, **done)).preview(Action.SWITCH) \
+        == "would build, switch"
+
+
+def test_the_deploy_state_fact_reads_files_strays_and_the_system():
+    sha = "a" * 64
+    state = parse_deploy_state("\n".join([
+        "generation system-12-link", "current /nix/store/x-system", "profile /nix/store/y",
+        "last-deploy abc /nix/store/x-system", f"record {sha}", f"{sha}  flake.nix",
+        f"{sha}  hosts/two words.json", "stray nixos"]))
+    assert state.files == {"flake.nix": sha, "hosts/two words.json": sha}
+    assert state.strays == ("nixos",) and state.generation == 12
+    assert (state.current_system, state.profile_system) == ("/nix/store/x-system", "/nix/store/y")
+    assert (state.last_hash, state.last_toplevel, state.record_hash) == \
+        ("abc", "/nix/store/x-system", sha)
+    empty = parse_deploy_state("generation \ncurrent \nprofile \nlast-deploy \nrecord ")
+    assert empty.generation is None and empty.last_hash is None and empty.files == {}
+    with pytest.raises(FactParseError):
+        parse_deploy_state("garbage line")
+
+
+def test_a_step_after_the_remote_one_replaces_or_adds_to_its_result():
+    outcome = protocol.parse("dex5550", Action.SWITCH, [
+        "NIXFLEET generation_before=3", "NIXFLEET result=changed", "NIXFLEET reason=switch done",
+        "NIXFLEET generation_after=4"])
+    outcome.after(StepOutcome("confirmed over a fresh SSH connection"))
+    assert (outcome.result, outcome.reason) == \
+        (Result.CHANGED, "switch done; confirmed over a fresh SSH connection")
+    outcome.after(StepOutcome("no confirmation", Result.ROLLED_BACK, 3))
+    assert (outcome.result, outcome.reason, outcome.generation_after) == \
+        (Result.ROLLED_BACK, "no confirmation", 3)
 
 
 def test_flake_delta_sends_only_changed_files_with_a_manifest():
@@ -42,7 +153,10 @@ def test_flake_delta_sends_only_changed_files_with_a_manifest():
         names = tar.getnames()
         manifest = tar.extractfile(MANIFEST).read().decode()  # type: ignore[union-attr]
     assert names == ["hosts/a.json", "hosts/b.json", MANIFEST]
-    assert manifest.split() == sorted(files)
+    # sha256sum's format, sorted by path: the host checks and hashes it with coreutils alone.
+    assert manifest == "".join(f"{hashlib.sha256(files[p]).hexdigest()}  {p}\n"
+                               for p in sorted(files))
+    assert flake_hash(files) == hashlib.sha256(manifest.encode()).hexdigest()
     assert flake_hash(files) != flake_hash({**files, "flake.nix": b"{ x = 1; }"})
 
 
@@ -88,10 +202,10 @@ def test_nixfleet_deploy_passes_its_options_to_pyinfra(monkeypatch, root):
         return subprocess.CompletedProcess(argv, 0)
 
     monkeypatch.setattr(subprocess, "run", run)
-    args = build_parser().parse_args(["-i", str(root / "inventory.py"), "deploy", "switch",
-                                      "--limit", "nvidia", "--reboot", "--no-rollback",
+    args = build_parser().parse_args(["--inventory", str(root / "inventory.py"), "deploy",
+                                      "switch", "--limit", "nvidia", "--reboot", "--no-rollback",
                                       "--fail-percent", "50"])
-    assert deploy_cli.cmd_deploy(args) == 0
+    assert cmd_deploy(args) == 0
     argv = seen[0]
     assert argv[1:4] == ["-y", "inventory.py", str(root / "deploys" / "switch.py")]
     assert argv[4:] == ["--limit", "nvidia", "--fail-percent", "50", "--data",
