@@ -40,7 +40,10 @@ def attach_veth(veth: str, deadline: float) -> None:
 
 def nspawn_argv(name: str, merged: str, veth: str) -> list[str]:
     return [
-        "systemd-nspawn", "--quiet", "--boot", "--directory", merged, "--machine", name,
+        # The machine name is per lab instance: nspawn keeps per-machine state under
+        # /run/systemd/nspawn/, which two labs' hosts of the same name must not share.
+        "systemd-nspawn", "--quiet", "--boot", "--directory", merged,
+        "--machine", cgroup_name(name), "--hostname", name,
         "--register=no", "--keep-unit", "--console=read-only",
         f"--network-veth-extra={veth}:eth0", "--resolv-conf=off", "--timezone=off",
         "--link-journal=no",
