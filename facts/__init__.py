@@ -1,1 +1,2 @@
-"""pyinfra facts: what nixfleet reads from a host (GPUs, systemd, Nix generations)."""
+"""pyinfra facts of this repository: nixfleet's (nixfleet/facts/) under the names pyinfra's CLI
+finds from here (`facts.nix.NixGenerations`), and any of your own."""

@@ -29,14 +29,14 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_state
 
-from facts.deploy import HostDeployState
+from nixfleet.facts.deploy import HostDeployState
 from nixfleet.files import write_atomic
 from nixfleet.inventory import project_root
 from nixfleet.model import MODEL_KEYS, HealthCheck, Host
+from nixfleet.operations import nixos
 from nixfleet.outcome import Action, HostOutcome, Result, StepOutcome
 from nixfleet.remote import protocol
 from nixfleet.target import Target, current_target
-from operations import nixos
 
 COLOURS = {Result.CHANGED: "green", Result.UNCHANGED: "cyan", Result.BUILT: "green",
            Result.WOULD_CHANGE: "yellow"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from facts.nix import SYSTEM_LINKS_COMMAND, parse_system_links
+from nixfleet.facts.nix import SYSTEM_LINKS_COMMAND, parse_system_links
 from nixfleet.model import HealthCheck
 from nixfleet.outcome import Result, StepOutcome
 from nixfleet.remote import protocol

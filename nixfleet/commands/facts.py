@@ -17,7 +17,7 @@ from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.model import Host
 from nixfleet.pyinfra_run import host_failures, pyinfra_error, run_pyinfra
 
-FACT = "facts.host.HostOverview"
+FACT = "nixfleet.facts.host.HostOverview"
 
 
 def expected_gpu_class(host: Host) -> str:

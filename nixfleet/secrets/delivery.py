@@ -2,7 +2,7 @@
 
 Per host, the rules say which secrets /run/agenix must hold and with which owner, group and
 mode; the locally decrypted value gives the sha256 the content must have. The host answers
-with one SSH command (the facts.secrets.AgenixFiles fact, through pyinfra): sha256, owner,
+with one SSH command (the nixfleet.facts.secrets.AgenixFiles fact, through pyinfra): sha256, owner,
 group and mode of each /run/agenix entry. Only hashes travel, and hashes are never printed.
 """
 
@@ -20,7 +20,7 @@ from nixfleet.pyinfra_run import host_failures, pyinfra_error, run_pyinfra
 from nixfleet.secrets.rules import SecretSpec
 from nixfleet.secrets.store import SecretStore
 
-FACT = "facts.secrets.AgenixFiles"
+FACT = "nixfleet.facts.secrets.AgenixFiles"
 NO_HOSTS_LEFT = "No hosts remaining!"
 
 

@@ -46,7 +46,9 @@ def test_every_fact_runs_on_the_lab_and_agrees_with_the_inventory(fleet):
          *FACTS, "facts.systemd.UnitStates", 'units=["ssh.service"]', "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, env=lab_env())
     assert result.returncode == 0, result.stderr
-    facts = json.loads(result.stdout)
+    # Asked for by their names in this repository's facts/, answered by nixfleet's own.
+    facts = {k.removeprefix("nixfleet."): v for k, v in json.loads(result.stdout).items()}
+    assert set(facts) >= set(FACTS)
     for name in HOSTS:
         host = fleet.hosts[name]
         generations = facts["facts.nix.NixGenerations"][name]

@@ -13,17 +13,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from facts.deploy import DeployState, parse_deploy_state
-from facts.errors import FactParseError
 from nixfleet import safety
 from nixfleet.cli import build_parser
 from nixfleet.commands.deploy import cmd_deploy
+from nixfleet.facts.deploy import DeployState, parse_deploy_state
+from nixfleet.facts.errors import FactParseError
 from nixfleet.flake import MANIFEST, changed_paths, delta_tarball, file_hashes, flake_hash
 from nixfleet.model import HealthCheck
+from nixfleet.operations.nixos import plan_rebuild
 from nixfleet.outcome import Action, Result, StepOutcome
 from nixfleet.remote import protocol
 from nixfleet.ssh import ssh_argv
-from operations.nixos import plan_rebuild
 
 
 def test_the_protocol_reads_the_hosts_lines_into_a_typed_outcome():

@@ -13,8 +13,8 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.facts import get_fact
 
-from facts.errors import FactParseError
-from facts.gpu import (
+from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.gpu import (
     NVIDIA_QUERY_FIELDS,
     AmdGpu,
     AmdGpus,

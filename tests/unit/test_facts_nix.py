@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from facts.errors import FactParseError
-from facts.nix import (
+from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.nix import (
     PROFILE_LINKS_COMMAND,
     Generation,
     parse_list_generations_json,

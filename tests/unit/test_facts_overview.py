@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from facts.errors import FactParseError
-from facts.host import HostOverview
-from facts.nix import CurrentSystem, NixStore, parse_store_usage, parse_system_links
 from nixfleet.commands.facts import gpu_warnings
+from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.host import HostOverview
+from nixfleet.facts.nix import CurrentSystem, NixStore, parse_store_usage, parse_system_links
 from nixfleet.inventory import load_inventory_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "gpu"

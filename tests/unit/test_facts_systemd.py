@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from facts.errors import FactParseError
-from facts.systemd import (
+from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.systemd import (
     FailedUnits,
     SystemState,
     UnitStates,

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from facts.errors import FactParseError
-from facts.secrets import AGENIX_DIR, AgenixFile, AgenixFiles, AgenixState, parse_agenix_files
+from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.secrets import (
+    AGENIX_DIR,
+    AgenixFile,
+    AgenixFiles,
+    AgenixState,
+    parse_agenix_files,
+)
 from nixfleet.secrets.delivery import Expected, compare
 from nixfleet.secrets.rules import SecretSpec
 from nixfleet.secrets.store import sha256_bytes

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from facts.gpu import (
+from nixfleet.facts.gpu import (
     NVIDIA_QUERY,
     ROCM_SMI_QUERY,
     detect_gpu_state,

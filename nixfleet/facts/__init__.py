@@ -1,0 +1,1 @@
+"""pyinfra facts: what nixfleet reads from a host (GPUs, systemd, Nix generations)."""

@@ -1,0 +1,88 @@
+"""What a deploy needs to know before it sends anything: the host's flake directory and the
+system it runs, so that a host with nothing to do is a no-op decided from facts."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from pyinfra.api import FactBase, StringCommand
+from typing_extensions import override
+
+from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.results import FactResult
+
+PROFILE = "/nix/var/nix/profiles/system"
+LAST_DEPLOY = "/var/lib/nixfleet/last-deploy"
+RECORD = "/var/lib/nixfleet/flake.sha256"  # what nixfleet last wrote into the flake directory
+
+
+@dataclass(frozen=True)
+class DeployState(FactResult):
+    """The sha256 of every file in the flake directory (what counts is the files: someone may
+    have edited them), anything else in it (links, empty directories), the system profile's
+    generation, the current and profile systems, the flake hash and system of the last deploy
+    that finished there, and the hash of nixfleet's record of the flake directory."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    strays: tuple[str, ...] = ()
+    generation: int | None = None
+    current_system: str | None = None
+    profile_system: str | None = None
+    last_hash: str | None = None
+    last_toplevel: str | None = None
+    record_hash: str | None = None
+
+
+def parse_deploy_state(text: str) -> DeployState:
+    files: dict[str, str] = {}
+    strays: list[str] = []
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(" ")
+        if key in ("generation", "current", "profile", "last-deploy", "record"):
+            values[key] = rest.strip()
+        elif key == "stray":
+            strays.append(rest)
+        elif len(key) == 64 and rest.startswith(" ") and rest[1:]:
+            files[rest[1:]] = key  # sha256sum: "SHA256  PATH"
+        elif line.strip():
+            raise FactParseError("deploy state", "unexpected line", text)
+    last_hash, _, last_toplevel = values.get("last-deploy", "").partition(" ")
+    generation = values.get("generation", "").removeprefix("system-").removesuffix("-link")
+    return DeployState(
+        files=files, strays=tuple(strays),
+        generation=int(generation) if generation.isdigit() else None,
+        current_system=values.get("current") or None,
+        profile_system=values.get("profile") or None,
+        last_hash=last_hash or None, last_toplevel=last_toplevel.strip() or None,
+        record_hash=values.get("record") or None)
+
+
+class HostDeployState(FactBase[DeployState]):
+    """
+    Returns the host's flake directory (sha256 of each file, strays) and its system: profile
+    generation, current and profile systems, and what the last finished deploy left.
+
+    + flake_dir: the flake directory (/etc/nixos by default)
+    """
+
+    @override
+    def command(self, flake_dir: str) -> StringCommand:
+        # An assignment cannot take QuoteString's padding, so the value is shlex-quoted.
+        return StringCommand(
+            f"d={shlex.quote(flake_dir)}; export LC_ALL=C;"
+            f' echo "generation $(readlink {PROFILE})";'
+            f' echo "current $(readlink -f /run/current-system)";'
+            f' echo "profile $(readlink -f {PROFILE})";'
+            f' echo "last-deploy $(cat {LAST_DEPLOY} 2>/dev/null)";'
+            f' echo "record $([ -f {RECORD} ] && sha256sum < {RECORD} | cut -c1-64)";'
+            ' cd "$d" 2>/dev/null || exit 0;'
+            " find . -type f -printf '%P\\0' | sort -z | xargs -0r sha256sum --;"
+            " find . -mindepth 1 \\( -type d -empty -o ! -type d ! -type f \\)"
+            " -printf 'stray %P\\n'; true"
+        )
+
+    @override
+    def process(self, output: list[str]) -> DeployState:
+        return parse_deploy_state("\n".join(output))

@@ -1,0 +1,1 @@
+"""Custom pyinfra operations: what nixfleet changes on a host."""

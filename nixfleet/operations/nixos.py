@@ -1,0 +1,237 @@
+"""Operations that change a NixOS host: rebuild it (push its flake, build, activate), confirm a
+switch from a fresh connection, reboot into the new generation, roll it back.
+
+The rebuild runs as one remote command (nixfleet/remote/deploy.sh, its protocol in
+nixfleet/remote/protocol.py) under the host's deploy lock. The flake files that changed travel
+inside that command (or, when large, in one upload before it), so a deploy costs the host two
+SSH round trips: the HostDeployState fact and the command. A host whose flake and system are
+already the deployed ones is a no-op decided from that fact: no command at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pyinfra import host
+from pyinfra.api import (
+    FileUploadCommand,
+    FunctionCommand,
+    Host,
+    QuoteString,
+    State,
+    StringCommand,
+    operation,
+)
+from pyinfra.api.operation import OperationMeta
+
+from nixfleet import localbuild, safety
+from nixfleet.facts.deploy import DeployState, HostDeployState
+from nixfleet.flake import changed_paths, delta_tarball, flake_hash
+from nixfleet.inventory import project_root
+from nixfleet.model import HealthCheck
+from nixfleet.outcome import Action, Result, StepOutcome
+from nixfleet.remote import protocol
+
+INLINE_LIMIT = 48 * 1024
+Record = Callable[[str, StepOutcome], None]  # (host name, what a step made of it)
+
+
+@dataclass(frozen=True)
+class RebuildPlan:
+    """What a rebuild has to do on a host, from its HostDeployState fact."""
+
+    want_hash: str
+    changed: list[str]  # files to send
+    send: bool  # the flake directory differs (changed, extra or stray entries)
+    noop: str | None  # why nothing is to be done, or None
+
+    def preview(self, action: Action) -> str:
+        flake = f"send {len(self.changed)} changed flake files, " if self.send else ""
+        steps = {Action.PUSH: "write the flake", Action.BUILD: "build",
+                 Action.DRY_ACTIVATE: "build, dry-activate", Action.TEST: "build, test",
+                 Action.BOOT: "build, set as boot default", Action.SWITCH: "build, switch",
+                 Action.ROLLBACK: "switch to an earlier generation"}[action]
+        return f"would {flake}{steps}"
+
+
+def plan_rebuild(action: Action, flake_files: Mapping[str, bytes],
+                 state: DeployState) -> RebuildPlan:
+    want = flake_hash(flake_files)
+    changed = changed_paths(flake_files, state.files)
+    send = bool(changed) or set(state.files) != set(flake_files) or bool(state.strays)
+    noop = None
+    if not send:
+        if action is Action.PUSH:
+            noop = "flake already there"
+        elif state.last_hash == want == state.record_hash and action.satisfied_by(
+                state.last_toplevel, state.current_system, state.profile_system):
+            noop = action.already
+    return RebuildPlan(want, changed, send, noop)
+
+
+def _command(arguments: Mapping[str, object]) -> StringCommand:
+    return StringCommand(*(QuoteString(a) for a in protocol.argv(arguments)))
+
+
+@operation(is_idempotent=False)
+def rebuild(
+    action: Action,
+    flake_files: Mapping[str, bytes],
+    flake_dir: str,
+    flake_ref: str,
+    deploy_id: str,
+    owner: str,
+    lock_ttl: int = 3600,
+    rollback: bool = True,
+    confirm_timeout: int = 0,
+    health_timeout: int = 60,
+    checks: Sequence[HealthCheck] = (),
+    build_on: Literal["target", "local"] = "target",
+    nix_config: str = "",
+    record: Record | None = None,
+):
+    """
+    Send the flake (only the files that changed) and run ``nixos-rebuild ACTION`` semantics,
+    with a health gate and rollback.
+
+    + action: an Action: push (flake only), build, dry-activate, test, boot or switch
+    + flake_files: relative path -> content of the flake directory
+    + flake_dir: the host's flake directory, e.g. /etc/nixos
+    + flake_ref: how Nix names it, e.g. path:/etc/nixos
+    + deploy_id: this deploy's id (lock holder, upload name, watchdog unit)
+    + owner: who deploys (user@machine), shown to a second deploy that finds the lock
+    + lock_ttl: seconds a build may hold the host's lock
+    + rollback: return to the previous system when activation or the health gate fails
+    + confirm_timeout: seconds before an unconfirmed switch/test reverts by itself (0: no
+      watchdog; confirm it with the ``confirm`` operation)
+    + health_timeout: seconds the host-side health gate retries
+    + checks: health checks; the command ones run in the host-side gate
+    + build_on: target (the host builds, the default) or local (the deployer builds and copies
+      the closure with nix copy; the host only activates)
+    + nix_config: extra NIX_CONFIG lines for the deployer's own Nix (a local build)
+    + record: called with a failure found on the deployer (a local build or copy)
+
+    A host whose flake and system already are the deployed ones is a no-op (from facts): no
+    command runs. The result is printed as protocol lines (nixfleet/remote/protocol.py).
+
+    **Example:**
+
+    .. code:: python
+
+        nixos.rebuild(name="nixos-rebuild switch", action=Action.SWITCH, flake_files=files,
+                      flake_dir="/etc/nixos", flake_ref="path:/etc/nixos",
+                      deploy_id=deploy_id, owner="root@laptop", confirm_timeout=30)
+    """
+    state = host.get_fact(HostDeployState, flake_dir=flake_dir)
+    plan = plan_rebuild(action, flake_files, state)
+    if plan.noop:
+        host.noop(plan.noop)
+        return
+    tarball = "-"
+    if plan.send:
+        delta = delta_tarball(flake_files, plan.changed)
+        if len(delta) <= INLINE_LIMIT:
+            # Small deltas travel inside the command: one SSH round trip fewer.
+            tarball = "base64:" + base64.b64encode(delta).decode()
+        else:
+            tarball = f"/tmp/nixfleet-{deploy_id}.tar"
+            yield FileUploadCommand(io.BytesIO(delta), tarball)
+    prebuilt = None
+    if build_on == "local" and action.builds:
+        prebuilt, error = localbuild.build(flake_files, flake_ref, host.name, nix_config,
+                                           project_root() / ".deploy-logs" / "flakes")
+        if prebuilt is None:
+            yield failure_command(f"local build failed: {error}")
+            return
+        yield FunctionCommand(_copy_closure, (prebuilt, nix_config, record), {})
+    yield _command({
+        "hostname": host.name, **protocol.action_flags(action), "flake_dir": flake_dir,
+        "flake_ref": flake_ref, "want_hash": plan.want_hash, "prebuilt": prebuilt,
+        "tarball": tarball, "deploy_id": deploy_id, "owner": owner, "lock_ttl": lock_ttl,
+        "rollback": int(rollback), "watchdog": confirm_timeout if action.live else 0,
+        "health_timeout": health_timeout, "checks": protocol.command_checks(checks)})
+
+
+def failure_command(reason: str) -> StringCommand:
+    """A command that fails with the protocol's result lines (for failures before deploy.sh)."""
+    lines = f"{protocol.PREFIX}result={Result.FAILED}\n{protocol.PREFIX}reason={reason}\n"
+    return StringCommand("printf", "%s", QuoteString(lines), ";", "exit", "1")
+
+
+def _copy_closure(state: State, host: Host, path: str, nix_config: str,
+                  record: Record | None) -> bool:
+    error = localbuild.copy_closure(host.data, path, nix_config)
+    if error and record:
+        record(host.name, StepOutcome(f"nix copy failed: {error}", Result.FAILED))
+    return not error
+
+
+def _recorded(record: Record, step: Callable[[Host], StepOutcome | None]) -> FunctionCommand:
+    """A deployer-side step whose outcome goes to `record`; it fails the host when the step
+    changed the host's result (rolled back, failed)."""
+
+    def run(state: State, host: Host) -> bool:
+        outcome = step(host)
+        if outcome is not None:
+            record(host.name, outcome)
+        return outcome is None or outcome.result is None
+
+    return FunctionCommand(run, (), {})
+
+
+@operation(is_idempotent=False)
+def confirm(rebuilt: OperationMeta, deploy_id: str, confirm_timeout: int, health_timeout: int,
+            record: Record, checks: Sequence[HealthCheck] = ()):
+    """
+    Confirm a switch from the deployer: run the HTTP checks, then stop the host's rollback
+    watchdog over a fresh SSH connection. A failed HTTP check rolls the host back now; a host
+    that cannot be reached rolls back by itself when its watchdog fires.
+
+    + rebuilt: the ``rebuild`` operation of this host
+    + record: called with what came of it
+    """
+    health = protocol.shell_command(protocol.health_arguments(checks, health_timeout))
+    yield _recorded(record, lambda host: safety.confirm(
+        host.data, protocol.values(rebuilt.stdout_lines), list(checks), confirm_timeout,
+        health, deploy_id))
+
+
+@operation(is_idempotent=False)
+def reboot(rebuilt: OperationMeta | None, deploy_id: str, owner: str, health_timeout: int,
+           record: Record, checks: Sequence[HealthCheck] = (), only_if_required: bool = False,
+           rollback: bool = True):
+    """
+    Reboot into the new generation, wait for a new boot id, check that the new generation
+    runs and passes the health gate; otherwise switch back to the previous generation.
+
+    + rebuilt: the ``rebuild`` operation of this host (None: it had nothing to do)
+    + only_if_required: reboot only when the kernel, initrd or kernel modules changed
+    + record: called with what came of it
+    """
+    health = protocol.shell_command(protocol.health_arguments(checks, health_timeout))
+
+    def step(host: Host) -> StepOutcome | None:
+        values = protocol.values(rebuilt.stdout_lines) if rebuilt else {"result": "unchanged"}
+        back = None
+        if rollback and values.get("generation_before"):
+            back = protocol.shell_command({
+                "mode": "rollback", "hostname": host.name, "deploy_id": f"{deploy_id}-back",
+                "owner": owner, "target_generation": values["generation_before"]})
+        return safety.reboot(host.data, values, health, back, only_if_required)
+
+    yield _recorded(record, step)
+
+
+@operation(is_idempotent=False)
+def rollback(deploy_id: str, owner: str, generation: int | None = None):
+    """
+    Switch back to the generation before the current one, or to ``generation``.
+
+    + generation: the system generation number to switch to (default: the previous one)
+    """
+    yield _command({"hostname": host.name, **protocol.action_flags(Action.ROLLBACK),
+                    "deploy_id": deploy_id, "owner": owner, "target_generation": generation})
