@@ -210,3 +210,76 @@ def test_nixfleet_deploy_passes_its_options_to_pyinfra(monkeypatch, root):
     assert argv[1:4] == ["-y", "inventory.py", str(root / "deploys" / "switch.py")]
     assert argv[4:] == ["--limit", "nvidia", "--fail-percent", "50", "--data",
                         "no_rollback=true", "--data", "reboot=true"]
+
+
+class _Operation:
+    """What DeployRun reads of pyinfra's OperationMeta."""
+
+    def __init__(self, lines: list[str] | None) -> None:
+        self.lines = lines
+
+    def is_complete(self) -> bool:
+        return self.lines is not None
+
+    @property
+    def stdout_lines(self) -> list[str]:
+        return self.lines or []
+
+    stderr_lines: list[str] = []
+
+
+def _run(tmp_path, monkeypatch, stage):
+    from types import SimpleNamespace
+
+    from pyinfra.api.state import StateStage
+
+    from nixfleet.deploy import DeployRun, HostPlan
+    from nixfleet.outcome import HostOutcome
+
+    monkeypatch.setenv("NIXFLEET_INVENTORY", str(tmp_path / "inventory.py"))
+    state = SimpleNamespace(current_stage=getattr(StateStage, stage),
+                            failed_hosts=[SimpleNamespace(name="p510")])
+    run = DeployRun(state)  # type: ignore[arg-type]
+    preview = HostOutcome("razer", Action.SWITCH, Result.WOULD_CHANGE, "would build, switch")
+    run.plans["razer"] = HostPlan(Action.SWITCH, _Operation([  # type: ignore[arg-type]
+        "NIXFLEET generation_before=3", "NIXFLEET result=changed", "NIXFLEET reason=switch done",
+        "NIXFLEET generation_after=4", "NIXFLEET duration=0.50"]), preview)
+    noop = HostOutcome("p620", Action.SWITCH, Result.UNCHANGED, "already active",
+                       generation_before=7, generation_after=7)
+    run.plans["p620"] = HostPlan(Action.SWITCH, _Operation(None), noop,  # type: ignore[arg-type]
+                                 noop=True)
+    run.plans["dex5550"] = HostPlan(Action.SWITCH, _Operation(None), preview)  # type: ignore[arg-type]
+    run.record("razer", StepOutcome("confirmed over a fresh SSH connection"))
+    return run
+
+
+def test_the_deploy_run_prints_one_summary_and_writes_typed_json(tmp_path, monkeypatch, capsys):
+    run = _run(tmp_path, monkeypatch, "Disconnect")
+    run.finish()
+    out = capsys.readouterr().out
+    rows = {r["host"]: r for r in json.loads(
+        (tmp_path / ".deploy-logs" / run.deploy_id / "summary.json").read_text())}
+    assert (rows["razer"]["result"], rows["razer"]["generation_after"],
+            rows["razer"]["duration"]) == ("changed", 4, 0.5)
+    assert rows["razer"]["reason"] == "switch done; confirmed over a fresh SSH connection"
+    assert (rows["p620"]["result"], rows["p620"]["generation_before"]) == ("unchanged", 7)
+    assert rows["dex5550"]["result"] == "failed"  # queued, never run: pyinfra stopped it
+    assert (rows["p510"]["result"], rows["p510"]["action"]) == ("unreachable", None)
+    assert out.count(f"nixfleet deploy {run.deploy_id}") == 1 and "summary: " in out
+
+
+def test_a_dry_run_shows_what_would_happen_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    run = _run(tmp_path, monkeypatch, "Prepare")
+    monkeypatch.setattr("sys.argv", ["pyinfra", "inventory.py", "deploys/switch.py", "--dry"])
+    run.finish()
+    out = capsys.readouterr().out
+    assert "what would happen (nothing was changed)" in out and "would-change" in out
+    assert "summary:" not in out and not (tmp_path / ".deploy-logs").exists()
+
+
+def test_a_declined_deploy_says_nothing_was_deployed(tmp_path, monkeypatch, capsys):
+    run = _run(tmp_path, monkeypatch, "Prepare")
+    monkeypatch.setattr("sys.argv", ["pyinfra", "inventory.py", "deploys/switch.py"])
+    run.finish()
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "nixfleet: nothing was deployed\n"
