@@ -35,16 +35,21 @@ state_dir=${NIXFLEET_STATE_DIR:-/var/lib/nixfleet}
 run_dir=${NIXFLEET_RUN_DIR:-/run/nixfleet}
 record=$state_dir/flake.sha256  # every file nixfleet last wrote into the flake directory
 manifest=.nixfleet-manifest     # the same listing, as the deployer wants it (in the delta)
-started=$(date +%s.%N)
 export NIX_CONFIG="experimental-features = nix-command flakes"
 export LC_ALL=C  # one sort order, the deployer's (code points)
 
 say() { printf 'NIXFLEET %s=%s\n' "$1" "$2"; }
-mark=$started
+started=${EPOCHREALTIME//[!0-9]/} mark=${EPOCHREALTIME//[!0-9]/}
+elapsed() { # VARIABLE MICROSECONDS: "S.mmm" since then, without starting a process (on a busy
+  # host, processes started per deploy add up)
+  local delta=$(( ${EPOCHREALTIME//[!0-9]/} - $2 ))
+  printf -v "$1" '%d.%03d' $(( delta / 1000000 )) $(( delta % 1000000 / 1000 ))
+}
 phase() { # NAME: seconds since the last phase mark, for the benchmark's breakdown
-  local now; now=$(date +%s.%N)
-  say "phase_$1" "$(awk -v a="$now" -v b="$mark" 'BEGIN { printf "%.3f", a - b }')"
-  mark=$now
+  local took
+  elapsed took "$mark"
+  say "phase_$1" "$took"
+  mark=${EPOCHREALTIME//[!0-9]/}
 }
 generation() { readlink "$profile" 2>/dev/null | sed -n 's/^.*system-\([0-9]*\)-link$/\1/p'; }
 finish() { # RESULT REASON EXIT
@@ -52,7 +57,9 @@ finish() { # RESULT REASON EXIT
   say reason "$2"
   [ "$3" -eq 0 ] || echo "nixfleet: $hostname: $2" >&2
   say generation_after "$(generation)"
-  say duration "$(awk -v a="$(date +%s.%N)" -v b="$started" 'BEGIN { printf "%.2f", a - b }')"
+  local took
+  elapsed took "$started"
+  say duration "$took"
   exit "$3"
 }
 
@@ -106,8 +113,8 @@ recover_swap() { # a swap cut short by a dropped connection or a kill: finish or
   rm -rf "$flake_dir.nixfleet-old" "$flake_dir.nixfleet-new"
 }
 
-report_drift() { # CURRENT-LISTING: how the directory differs from what nixfleet last wrote;
-  # a copy of it is kept when it holds anything nixfleet did not write (edited or added)
+report_drift() { # CURRENT OURS STRAYS: how the directory differs from what nixfleet last
+  # wrote (OURS); a copy of it is kept when it holds anything nixfleet did not write
   local kind path keep=0
   while read -r kind path; do
     say drift "$kind $path"
@@ -117,8 +124,8 @@ report_drift() { # CURRENT-LISTING: how the directory differs from what nixfleet
       { p = substr($0, 67); seen[p] = 1
         if (!(p in ours)) print "added", p; else if (ours[p] != $0) print "edited", p }
       END { for (p in ours) if (!(p in seen)) print "deleted", p }' \
-      <(cat "$record" 2>/dev/null; echo) <(printf '%s\n' "$1") | sort -k2;
-    strays "$flake_dir" | sed 's/^/added /')
+      <(printf '%s\n' "$2") <(printf '%s\n' "$1") | sort -k2
+    [ -z "$3" ] || sed 's/^/added /' <<< "$3")
   if [ "$keep" = 1 ]; then
     local backup
     backup="$flake_dir.nixfleet-backup-$deploy_id"  # the deploy id starts with the date
@@ -127,35 +134,54 @@ report_drift() { # CURRENT-LISTING: how the directory differs from what nixfleet
   fi
 }
 
+read_file() { # VARIABLE FILE: the file's content without its last newline ("" if none)
+  local content=
+  [ -f "$2" ] && IFS= read -r -d '' content < "$2"
+  printf -v "$1" '%s' "${content%$'\n'}"
+}
+
 apply_flake() { # the uploaded delta, applied to a copy that is then swapped in
   recover_swap
-  local current want_listing
+  local current stray ours want_listing
   current=$(listing "$flake_dir")
+  stray=$(strays "$flake_dir")
+  read_file ours "$record"
   if [ "$tarball" = - ]; then
     # Nothing sent: the deployer saw the flake it wants. Is it still so, under the lock?
-    [ "$(printf '%s\n' "$current" | hash_of)" = "$want_hash" ] && [ -z "$(strays "$flake_dir")" ] \
+    [ -z "$stray" ] && [ "$(hash_of <<< "$current")" = "$want_hash" ] \
       || finish failed "the flake in $flake_dir changed since this deploy read it; deploy again" 1
-    [ "$current" = "$(cat "$record" 2>/dev/null)" ] || write_record "$current"
+    [ "$current" = "$ours" ] || write_record "$current"
     say flake unchanged
     return
   fi
   local staging="$flake_dir.nixfleet-new"
   if [ -d "$flake_dir" ]; then cp -a "$flake_dir" "$staging"; else mkdir -p "$staging"; fi
   case "$tarball" in
-    base64:*) printf '%s' "${tarball#base64:}" | base64 -d | tar -xf - -C "$staging" ;;
+    base64:*) base64 -d <<< "${tarball#base64:}" | tar -xf - -C "$staging" ;;
     *) tar -xf "$tarball" -C "$staging" ;;
   esac || finish failed "could not unpack the flake delta" 1
-  want_listing=$(cat "$staging/$manifest") && rm -f "$staging/$manifest"
-  # Everything the manifest does not list goes (files the deployer no longer has, strays).
-  (cd "$staging" && find . -mindepth 1 ! -type d -printf '%P\n' | sort \
-     | comm -23 - <(printf '%s\n' "$want_listing" | sed 's/^[0-9a-f]*  //') \
-     | tr '\n' '\0' | xargs -0r rm -f -- && find . -mindepth 1 -type d -empty -delete)
-  if [ "$(listing "$staging")" != "$want_listing" ] \
-      || [ "$(printf '%s\n' "$want_listing" | hash_of)" != "$want_hash" ]; then
+  read_file want_listing "$staging/$manifest"
+  rm -f "$staging/$manifest"
+  [ "$(hash_of <<< "$want_listing")" = "$want_hash" ] \
+    || { rm -rf "$staging"; finish failed "the flake delta does not match its manifest" 1; }
+  # Everything the manifest does not list goes: files the deployer no longer has, strays.
+  local -A wanted=()
+  local sha path removed=0
+  while read -r sha path; do wanted[$path]=1; done <<< "$want_listing"
+  while read -r sha path; do
+    [ -z "$path" ] || [ -n "${wanted[$path]+listed}" ] || { rm -f -- "$staging/$path"; removed=1; }
+  done <<< "$current"
+  while IFS= read -r path; do
+    [ -z "$path" ] || { rm -rf -- "${staging:?}/$path"; removed=1; }
+  done <<< "$stray"
+  [ "$removed" = 0 ] || find "$staging" -mindepth 1 -type d -empty -delete
+  # Exactly the flake the deployer wants, file by file (it chose the delta before the lock).
+  if ! (cd "$staging" && sha256sum --quiet --strict -c - <<< "$want_listing" >/dev/null 2>&1); then
     rm -rf "$staging"
     finish failed "the flake in $flake_dir changed since this deploy read it; deploy again" 1
   fi
-  [ -d "$flake_dir" ] && report_drift "$current"
+  [ ! -d "$flake_dir" ] || { [ "$current" = "$ours" ] && [ -z "$stray" ]; } \
+    || report_drift "$current" "$ours" "$stray"
   sync
   trap '' HUP INT TERM  # the swap must finish even if the connection drops now
   if [ -e "$flake_dir" ]; then mv -T "$flake_dir" "$flake_dir.nixfleet-old"; fi
@@ -176,16 +202,17 @@ satisfied() { # TOPLEVEL: does the host already run it as asked (the profile and
 }
 already() { finish unchanged "$([ "$live" = 1 ] && echo "already active" || echo "already the boot default")" 0; }
 
-heartbeat_until_done() { # PID: wait for it, writing an empty line every second; if the
-  # deployer is gone (killed, connection dropped), the write fails and this deploy ends at once
-  # (SIGPIPE), freeing the lock, instead of holding it until the build is done.
-  local ticks=0
-  while kill -0 "$1" 2>/dev/null; do
-    sleep 0.05 9<&-  # not even for a moment does the sleep hold the lock
-    ticks=$((ticks + 1))
-    [ $((ticks % 20)) -ne 0 ] || echo
-  done
-  wait "$1"
+heartbeat_until_done() { # PID: wait for it while a background heartbeat writes an empty line
+  # every second; if the deployer is gone (killed, connection dropped), the write fails and the
+  # heartbeat ends this deploy at once (SIGPIPE), freeing the lock, instead of holding it until
+  # the build is done. The heartbeat holds neither lock.
+  ( exec 8<&- 9<&-
+    trap '' PIPE
+    while sleep 1; do echo 2>/dev/null || { kill -PIPE $$; exit; }; done ) &
+  local heartbeat=$! code=0
+  wait "$1" || code=$?
+  kill "$heartbeat" 2>/dev/null
+  return "$code"
 }
 
 build_system() {
