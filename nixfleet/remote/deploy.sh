@@ -205,10 +205,13 @@ already() { finish unchanged "$([ "$live" = 1 ] && echo "already active" || echo
 heartbeat_until_done() { # PID: wait for it while a background heartbeat writes an empty line
   # every second; if the deployer is gone (killed, connection dropped), the write fails and the
   # heartbeat ends this deploy at once (SIGPIPE), freeing the lock, instead of holding it until
-  # the build is done. The heartbeat holds neither lock.
+  # the build is done. The heartbeat holds neither lock, and its sleep not the connection
+  # (the deployer's SSH command would wait for it to end).
   ( exec 8<&- 9<&-
     trap '' PIPE
-    while sleep 1; do echo 2>/dev/null || { kill -PIPE $$; exit; }; done ) &
+    while sleep 1 </dev/null >/dev/null 2>&1; do
+      echo 2>/dev/null || { kill -PIPE $$; exit; }
+    done ) &
   local heartbeat=$! code=0
   wait "$1" || code=$?
   kill "$heartbeat" 2>/dev/null
