@@ -4,6 +4,7 @@ unprivileged: its paths under tmp_path, stand-ins for nix, nix-env, systemd-run 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -267,6 +268,28 @@ def test_a_contender_never_finds_the_lock_without_its_holder(host: Host):
             if run.outcome.result == Result.LOCKED:
                 assert LOCKED.fullmatch(run.outcome.reason), run.outcome.reason
                 assert "(deploy ?)" not in run.outcome.reason
+
+
+def test_nothing_the_deploy_started_holds_its_connection_after_it_ends(host: Host):
+    """The deployer's SSH command ends when every holder of the channel has closed it: a
+    process left behind with it (the heartbeat's sleep) would make every deploy wait."""
+    arguments = host.arguments(Action.SWITCH, FILES)
+    process = subprocess.Popen(protocol.argv(arguments), env=host.env(), text=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert process.wait(timeout=60) == 0
+    pipes = {f"pipe:[{os.fstat(p.fileno()).st_ino}]" for p in (process.stdout, process.stderr)}
+    others = [f"{proc.name} {(proc / 'cmdline').read_bytes()!r}"
+              for proc in Path("/proc").iterdir() if proc.name.isdigit()
+              and proc.name != str(os.getpid()) and _holds(proc, pipes)]
+    assert others == []
+
+
+def _holds(proc: Path, targets: set[str]) -> bool:
+    with contextlib.suppress(OSError):
+        return any(os.readlink(fd) in targets for fd in (proc / "fd").iterdir())
+    return False
 
 
 def test_a_holder_killed_mid_build_frees_the_lock(host: Host):
