@@ -1,4 +1,5 @@
-"""Files derived from the inventory and committed: nix/hosts/<host>.json and known_hosts.
+"""Files derived from the inventory and committed: nix/hosts/<host>.json, known_hosts, the
+agenix rules and the monitoring server's configuration (nix/monitoring/, nixfleet.monitoring).
 
 The flake reads nix/hosts/*.json with builtins.fromJSON, so Nix and Python cannot disagree;
 `nixfleet generate --check` (run by the tests) fails when a committed file is stale.
@@ -10,6 +11,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from nixfleet import monitoring
 from nixfleet.errors import NixfleetError
 from nixfleet.files import write_atomic
 from nixfleet.inventory import Fleet
@@ -30,7 +32,8 @@ def known_hosts(fleet: Fleet) -> str:
 
 
 def generated_files(fleet: Fleet, root: Path) -> dict[Path, str]:
-    """Every file derived from the inventory: host data, known_hosts, agenix rules."""
+    """Every file derived from the inventory: host data, known_hosts, agenix rules,
+    monitoring configuration."""
     from nixfleet.secrets import rules as secret_rules
 
     files = {
@@ -39,7 +42,14 @@ def generated_files(fleet: Fleet, root: Path) -> dict[Path, str]:
     }
     files[root / "known_hosts"] = known_hosts(fleet)
     files.update(secret_rules.generated_files(secret_rules.load_rules(fleet, root), root))
+    files.update(monitoring.generated_files(fleet, root))
     return files
+
+
+def orphaned_files(wanted: Mapping[Path, str], root: Path) -> list[Path]:
+    """Generated files of hosts (or monitoring servers) that left the inventory."""
+    candidates = [*(root / "nix" / "hosts").glob("*.json"), *monitoring.existing_files(root)]
+    return sorted(p for p in candidates if p not in wanted)
 
 
 def stale(wanted: Mapping[Path, str]) -> list[Path]:
@@ -58,19 +68,17 @@ def write_stale(wanted: Mapping[Path, str]) -> list[Path]:
 def stale_files(fleet: Fleet, root: Path) -> list[Path]:
     """Generated files that differ from what the inventory gives, plus orphaned host files."""
     wanted = generated_files(fleet, root)
-    orphans = sorted(p for p in (root / "nix" / "hosts").glob("*.json") if p not in wanted)
-    return stale(wanted) + orphans
+    return stale(wanted) + orphaned_files(wanted, root)
 
 
 def generate(fleet: Fleet, root: Path) -> list[Path]:
-    """Write the generated files; remove host files of hosts that left the inventory."""
-    changed = stale_files(fleet, root)
-    write_stale(generated_files(fleet, root))
-    for path in changed:
-        if path.is_file() and path.parent == root / "nix" / "hosts" and \
-                path.stem not in fleet.hosts:
-            path.unlink()
-    return changed
+    """Write the generated files; remove those of hosts that left the inventory."""
+    wanted = generated_files(fleet, root)
+    orphans = orphaned_files(wanted, root)
+    changed = write_stale(wanted)
+    for path in orphans:
+        path.unlink()
+    return changed + orphans
 
 
 def check_generated(fleet: Fleet, root: Path) -> None:

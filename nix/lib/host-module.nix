@@ -57,8 +57,6 @@ in
       };
     };
 
-    monitoring.server.hosts = fleet.hosts;
-
     # The monitoring server is also the fleet's binary cache (the model has no field of its own
     # for it yet); its clients substitute from it.
     binaryCache = {

@@ -10,10 +10,10 @@ from pyinfra.api import FactBase, StringCommand
 from typing_extensions import override
 
 from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.parsers.deploy import LAST_DEPLOY, parse_last_deploy
 from nixfleet.facts.results import FactResult
 
 PROFILE = "/nix/var/nix/profiles/system"
-LAST_DEPLOY = "/var/lib/nixfleet/last-deploy"
 RECORD = "/var/lib/nixfleet/flake.sha256"  # what nixfleet last wrote into the flake directory
 
 
@@ -48,14 +48,14 @@ def parse_deploy_state(text: str) -> DeployState:
             files[rest[1:]] = key  # sha256sum: "SHA256  PATH"
         elif line.strip():
             raise FactParseError("deploy state", "unexpected line", text)
-    last_hash, _, last_toplevel = values.get("last-deploy", "").partition(" ")
+    last = parse_last_deploy(values.get("last-deploy", ""))
     generation = values.get("generation", "").removeprefix("system-").removesuffix("-link")
     return DeployState(
         files=files, strays=tuple(strays),
         generation=int(generation) if generation.isdigit() else None,
         current_system=values.get("current") or None,
         profile_system=values.get("profile") or None,
-        last_hash=last_hash or None, last_toplevel=last_toplevel.strip() or None,
+        last_hash=last.flake_hash, last_toplevel=last.toplevel,
         record_hash=values.get("record") or None)
 
 

@@ -79,6 +79,9 @@ def test_stale_generated_files_are_found_and_rewritten(root, tmp_path):
         shutil.copy(root / name, tmp_path / name)
     shutil.copytree(root / "group_data", tmp_path / "group_data")
     shutil.copytree(root / "nix" / "hosts", tmp_path / "nix" / "hosts")
+    shutil.copytree(root / "nix" / "monitoring", tmp_path / "nix" / "monitoring")
+    (tmp_path / "nix" / "lib").mkdir()
+    shutil.copy(root / "nix" / "lib" / "ports.json", tmp_path / "nix" / "lib" / "ports.json")
     shutil.copytree(root / "secrets", tmp_path / "secrets")
     shutil.copy(root / "nix" / "secrets.json", tmp_path / "nix" / "secrets.json")
     (tmp_path / "group_data" / "all.py").write_text(

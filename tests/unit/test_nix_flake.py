@@ -336,7 +336,7 @@ def test_each_host_declares_exactly_its_secrets(root, fleet):
     assert [h for h in HOSTS if "binary-cache-key" in declared[h]] == ["p620"]
 
 
-# --- what the modules are fed: AI providers, monitoring, dashboards ------------------------
+# --- what the modules are fed: AI providers (monitoring: tests/unit/test_monitoring.py) ---
 
 
 def test_ai_providers_json_follows_the_host_settings_and_the_provider_table(root):
@@ -362,75 +362,6 @@ def test_ai_providers_json_follows_the_host_settings_and_the_provider_table(root
         "apiKeyFile": None, "requiresApiKey": False, "enabled": True}
     assert config["dex5550"]["providers"]["ollama"]["enabled"] is False
     assert config["dex5550"]["providers"]["gemini"]["enabled"] is True
-
-
-def test_the_monitoring_server_scrapes_its_clients_and_alerts_through_alertmanager(root):
-    server = evaluate_lib(root, """
-      import (lib + "/monitoring.nix") { hosts = fleet.hosts; server = "p620"; }""")
-    jobs = {job["job_name"]: job for job in server["scrapeConfigs"]}
-
-    def targets(job: str) -> list[str]:
-        return [t for static in jobs[job]["static_configs"] for t in static["targets"]]
-
-    assert sorted(targets("node-exporter")) == sorted(f"{h}:9100" for h in HOSTS)
-    assert sorted(targets("nixos-exporter")) == sorted(f"{h}:9101" for h in HOSTS)
-    assert sorted(targets("systemd-exporter")) == sorted(f"{h}:9102" for h in HOSTS)
-    assert targets("ollama") == ["p620:11434"]
-    assert sorted(targets("nvidia-gpu")) == ["p510:9835", "razer:9835"]
-    assert targets("prometheus") == ["localhost:9090"]
-    assert {name: job["scrape_interval"] for name, job in jobs.items()} == {
-        "prometheus": "15s", "node-exporter": "15s", "nixos-exporter": "60s",
-        "systemd-exporter": "30s", "nvidia-gpu": "15s", "ollama": "30s"}
-    assert server["global"] == {"scrape_interval": "15s", "evaluation_interval": "15s",
-                                "external_labels": {"cluster": "nixos-homelab"}}
-    assert server["retentionTime"] == "30d"
-    # The original never told Prometheus where Alertmanager was.
-    assert server["alertmanagers"] == [{"static_configs": [{"targets": ["localhost:9093"]}]}]
-
-    rules = {r["alert"]: r for r in server["rules"]["groups"][0]["rules"]}
-    assert sorted(rules) == sorted(["HighCPUUsage", "HighMemoryUsage", "LowDiskSpace",
-                                    "NixStoreSize", "SystemdServiceFailed", "HostDown",
-                                    "HighNetworkTraffic"])
-    assert rules["HostDown"]["for"] == "1m"
-    assert rules["HostDown"]["labels"]["severity"] == "critical"
-    assert rules["NixStoreSize"]["labels"]["severity"] == "info"
-
-    route = server["alertmanager"]["route"]
-    assert route["group_by"] == ["alertname", "cluster", "service"]
-    critical, warning = route["routes"]
-    assert (critical["group_wait"], critical["repeat_interval"]) == ("5s", "5m")
-    assert warning["repeat_interval"] == "30m"
-    inhibit = server["alertmanager"]["inhibit_rules"][0]
-    assert (inhibit["source_matchers"], inhibit["target_matchers"]) == (
-        ['severity="critical"'], ['severity="warning"'])
-
-
-def test_a_client_of_another_server_is_not_scraped(nix_copy, fleet):
-    path = nix_copy / "hosts" / "razer.json"
-    data = json.loads(path.read_text())
-    data["features"]["monitoring"]["serverHost"] = "p510"
-    path.write_text(json.dumps(data))
-    monitored = evaluate_lib(nix_copy.parent, """
-      (import (lib + "/monitoring.nix") { hosts = fleet.hosts; server = "p620"; }).monitored""")
-    assert monitored == ["dex5550", "p510", "p620"]
-
-
-def test_grafana_gets_an_overview_and_a_dashboard_per_host_with_gpu_panels(root):
-    dashboards = evaluate_lib(root, """
-      import (lib + "/dashboards.nix") {
-        hosts = fleet.hosts;
-        inherit ((import (lib + "/monitoring.nix") { hosts = fleet.hosts; server = "p620"; }))
-          monitored;
-      }""")
-    titles = {d["title"] for d in dashboards.values()}
-    assert titles == {"NixOS System Overview", "p620 - AMD", "razer - NVIDIA",
-                      "p510 - NVIDIA", "dex5550 - Intel"}
-    panels = {d["title"]: [p["title"] for p in d["panels"]] for d in dashboards.values()}
-    assert "GPU busy (amdgpu)" in panels["p620 - AMD"]
-    assert "GPU utilisation (NVIDIA)" in panels["razer - NVIDIA"]
-    assert "GPU (Intel)" in panels["dex5550 - Intel"]
-    ids = [p["id"] for p in dashboards["host-p620.json"]["panels"]]
-    assert ids == list(range(1, len(ids) + 1))
 
 
 # --- the command ---------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-# Exporters on every monitored host: node exporter, the NixOS and systemd exporters of this
-# repository's Python package, and the NVIDIA GPU exporter on NVIDIA hosts.
+# Exporters on every monitored host: node exporter and the NixOS and systemd exporters of this
+# repository's Python package (which also report the GPUs of every class). The monitoring
+# server scrapes them as nix/monitoring/<server>/prometheus.yml says (nixfleet generate).
 { config, lib, ... }:
 let
   inherit (lib) mkEnableOption mkIf mkMerge mkOption optional optionals types;
   cfg = config.nixfleet.monitoring.client;
   features = config.nixfleet.features.monitoring.features;
-  hardware = config.nixfleet.hardware;
   ports = lib.importJSON ../../lib/ports.json;
 
   # nixfleet-nixos-exporter and nixfleet-systemd-exporter are console scripts of the nixfleet
@@ -44,9 +44,8 @@ in
         port = ports.nodeExporter;
         inherit (cfg) openFirewall;
         enabledCollectors =
+          # node_systemd_unit_state: the SystemdServiceFailed alert names the failed unit.
           [ "systemd" ]
-          # amdgpu busy/VRAM metrics for the host's GPU dashboard.
-          ++ optional hardware.amd.enable "drm"
           ++ optionals features.networkMetrics [
             "tcpstat"
             "network_route"
@@ -55,11 +54,6 @@ in
       nixfleet.health.services.node-exporter = {
         unit = "prometheus-node-exporter.service";
         port = ports.nodeExporter;
-      };
-      services.prometheus.exporters.nvidia-gpu = mkIf hardware.nvidia.enable {
-        enable = true;
-        port = ports.nvidiaGpuExporter;
-        inherit (cfg) openFirewall;
       };
     })
     (mkIf features.nixosMetrics {

@@ -1,5 +1,7 @@
-# The fleet's monitoring server: Prometheus scraping every host that names this one as its
-# serverHost, Alertmanager, and Grafana with its datasource and dashboards provisioned.
+# The fleet's monitoring server: Prometheus, Alertmanager and Grafana, configured by the files
+# `nixfleet generate` writes from the inventory into nix/monitoring/ (nixfleet/monitoring/).
+# Those files are the only definition: this module installs them as they are, and the tests
+# run promtool and amtool on the same files.
 {
   config,
   lib,
@@ -7,22 +9,22 @@
   ...
 }:
 let
-  inherit (lib) mapAttrsToList mkEnableOption mkIf mkOption optional types;
+  inherit (lib) mkEnableOption mkIf mkOption optional types;
   cfg = config.nixfleet.monitoring.server;
   monitoring = config.nixfleet.features.monitoring;
+  alerting = monitoring.features.alerting;
   ports = lib.importJSON ../../lib/ports.json;
 
-  fleet = import ../../lib/monitoring.nix {
-    inherit (cfg) hosts receivers;
-    server = config.networking.hostName;
-  };
-  dashboards = pkgs.linkFarm "nixfleet-grafana-dashboards" (
-    mapAttrsToList (name: dashboard: {
-      inherit name;
-      path = pkgs.writeText name (builtins.toJSON dashboard);
-    }) (import ../../lib/dashboards.nix { inherit (cfg) hosts; inherit (fleet) monitored; })
-  );
+  # This server's own files: prometheus.yml and dashboards/.
+  serverDir = cfg.configDir + "/${config.networking.hostName}";
+  # prometheus.yml's rule_files and the dashboard provider name files in /etc/nixfleet/monitoring
+  # (nixfleet.monitoring.SERVER_CONFIG_DIR).
+  installDir = "nixfleet/monitoring";
+
   grafanaSecretKey = "${config.services.grafana.dataDir}/secret_key";
+  # Grafana's admin password, once secrets/rules.py gives this host the secret.
+  adminPassword = "grafana-admin-password";
+  hasAdminPassword = builtins.hasAttr adminPassword config.nixfleet.secrets.declarations;
 in
 {
   options.nixfleet.monitoring.server = {
@@ -30,15 +32,13 @@ in
       default = monitoring.enable && monitoring.mode != "client";
       defaultText = lib.literalExpression ''features.monitoring.enable && mode != "client"'';
     };
-    hosts = mkOption {
-      type = types.attrsOf types.raw;
-      default = { };
-      description = "Generated data of every fleet host (nix/hosts/*.json) by name: whom to scrape.";
-    };
-    receivers = mkOption {
-      type = types.listOf types.attrs;
-      default = [ { name = "default"; } ];
-      description = "Alertmanager receivers; every route sends to the one named default.";
+    configDir = mkOption {
+      type = types.path;
+      default = ../../monitoring;
+      description = ''
+        The generated monitoring files (nix/monitoring): alerts.yml, alertmanager.yml,
+        grafana-*.yml, and <hostName>/prometheus.yml and <hostName>/dashboards/ for this server.
+      '';
     };
   };
 
@@ -52,21 +52,52 @@ in
         unit = "grafana.service";
         port = ports.grafana;
       };
-      alertmanager = mkIf fleet.alerting {
+      alertmanager = mkIf alerting {
         unit = "alertmanager.service";
         port = ports.alertmanager;
       };
+      alert-log = mkIf alerting {
+        unit = "nixfleet-alert-log.service";
+        port = ports.alertWebhook;
+      };
     };
+
+    environment.etc = {
+      "${installDir}/alerts.yml".source = cfg.configDir + "/alerts.yml";
+      "${installDir}/dashboards".source = serverDir + "/dashboards";
+    };
+
     services.prometheus = {
       enable = true;
       port = ports.prometheus;
-      inherit (fleet) retentionTime scrapeConfigs alertmanagers;
-      globalConfig = fleet.global;
-      rules = [ (builtins.toJSON fleet.rules) ];
-      alertmanager = mkIf fleet.alerting {
+      retentionTime = "30d";
+      configText = builtins.readFile (serverDir + "/prometheus.yml");
+      # The rule file is read from /etc at run time, which a build cannot see; the tests run
+      # the full `promtool check config` on these files.
+      checkConfig = "syntax-only";
+      alertmanager = mkIf alerting {
         enable = true;
         port = ports.alertmanager;
-        configuration = fleet.alertmanager;
+        configText = builtins.readFile (cfg.configDir + "/alertmanager.yml");
+      };
+    };
+    # The rules live outside prometheus.yml: restart Prometheus when they change (the file's
+    # own store path, so that only a change of the rules restarts it).
+    systemd.services.prometheus.restartTriggers = [ "${cfg.configDir + "/alerts.yml"}" ];
+
+    # alertmanager.yml's webhook receivers: one journal line per alert.
+    systemd.services.nixfleet-alert-log = mkIf alerting {
+      description = "Alertmanager's webhook receiver (journalctl -u nixfleet-alert-log)";
+      wantedBy = [ "multi-user.target" ];
+      before = [ "alertmanager.service" ];
+      serviceConfig = {
+        ExecStart = "${pkgs.python3}/bin/python3 ${./alert_log.py} --port ${toString ports.alertWebhook}";
+        DynamicUser = true;
+        Restart = "on-failure";
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        NoNewPrivileges = true;
       };
     };
 
@@ -77,33 +108,17 @@ in
           http_addr = "0.0.0.0";
           http_port = ports.grafana;
         };
-        security.secret_key = "$__file{${grafanaSecretKey}}";
+        security = {
+          secret_key = "$__file{${grafanaSecretKey}}";
+        }
+        // lib.optionalAttrs hasAdminPassword {
+          admin_password = "$__file{${config.age.secrets.${adminPassword}.path}}";
+        };
       };
       provision = {
         enable = true;
-        datasources.settings = {
-          apiVersion = 1;
-          datasources = [
-            {
-              name = "Prometheus";
-              type = "prometheus";
-              uid = "prometheus";
-              access = "proxy";
-              url = "http://localhost:${toString ports.prometheus}";
-              isDefault = true;
-            }
-          ];
-        };
-        dashboards.settings = {
-          apiVersion = 1;
-          providers = [
-            {
-              name = "nixfleet";
-              type = "file";
-              options.path = dashboards;
-            }
-          ];
-        };
+        datasources.path = cfg.configDir + "/grafana-datasources.yml";
+        dashboards.path = cfg.configDir + "/grafana-dashboards.yml";
       };
     };
 
@@ -127,6 +142,6 @@ in
       ports.prometheus
       ports.grafana
     ]
-    ++ optional fleet.alerting ports.alertmanager;
+    ++ optional alerting ports.alertmanager;
   };
 }
