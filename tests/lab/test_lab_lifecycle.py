@@ -22,8 +22,9 @@ def boot_ids() -> dict[str, str]:
 
 
 def leftovers() -> list[str]:
-    """Anything of the lab still on this machine: processes, mounts, links, cgroups."""
-    state = str(lab_paths().state)
+    """Anything of this lab instance still on this machine: processes, mounts, links, cgroups
+    (another instance's, e.g. /var/lib/nixfleet-lab-2 beside /var/lib/nixfleet-lab, is not)."""
+    state = f"{lab_paths().state}/"
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -31,8 +32,8 @@ def leftovers() -> list[str]:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "nixfleet.lab.supervise" in cmdline or ("systemd-nspawn" in cmdline
-                                                         and state in cmdline):
+            if ("nixfleet.lab.supervise" in cmdline or "systemd-nspawn" in cmdline) \
+                    and state in cmdline:
                 found.append(f"process {proc.name}: {cmdline[:80]}")
     found += [f"mount {line.split()[4]}" for line in
               Path("/proc/self/mountinfo").read_text().splitlines() if state in line.split()[4]]
