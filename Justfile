@@ -64,6 +64,15 @@ test-all:
 facts *ARGS:
     nixfleet facts {{ARGS}}
 
+# Scrape targets per host, firing alerts, Prometheus/Alertmanager/Grafana (e.g. --limit razer)
+monitoring-status *ARGS:
+    nixfleet monitoring status {{ARGS}}
+
+# The original's three status recipes are this one
+alias prometheus-status := monitoring-status
+alias grafana-status := monitoring-status
+alias node-exporter-status := monitoring-status
+
 # Switch the machine this runs on (must be an inventory host)
 deploy:
     pyinfra inventory.py deploys/switch.py --limit "$(hostname)" -y
