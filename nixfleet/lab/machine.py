@@ -448,7 +448,10 @@ class Lab:
     def _kill_strays(self, host: LabHost) -> None:
         """Kill what an interrupted run left: the supervisor, nspawn and, through the host's
         cgroups, the container itself (a killed nspawn leaves its container running)."""
-        needles = (f"nixfleet.lab.supervise {host.name} ", f"--directory {host.merged} ")
+        # Both name this lab's own directory: another instance's hosts of the same name
+        # (NIXFLEET_LAB_INSTANCE) are not strays of this one.
+        needles = (f"nixfleet.lab.supervise {host.name} {host.merged} ",
+                   f"--directory {host.merged} ")
         strays = set(_cgroup_pids(host.name))
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
