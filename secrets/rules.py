@@ -35,4 +35,8 @@ SECRETS = {
     "nextcloud-admin-password": {"recipients": ["allUsers", "servers"]},
     # Not in the original: the signing key of the binary cache p620 serves (nix-serve).
     "binary-cache-key": {"recipients": ["allUsers", "p620"]},
+    # Not in the original (its Grafana admin password was a literal in the configuration):
+    # Grafana's admin_password on the monitoring server, read by grafana through its group.
+    "grafana-admin-password": {"recipients": ["allUsers", "monitoring_server"],
+                               "group": "grafana", "mode": "0440"},
 }

@@ -13,6 +13,7 @@ let
   allUsers = [ olafkfreund ];
   allHosts = [ p620 razer p510 dex5550 ];
   workstations = [ p620 razer ];
+  monitoring_server = [ p620 ];
   servers = [ p510 dex5550 ];
 in
 {
@@ -30,4 +31,5 @@ in
   "secrets/postgres-password.age".publicKeys = allUsers ++ servers;
   "secrets/nextcloud-admin-password.age".publicKeys = allUsers ++ servers;
   "secrets/binary-cache-key.age".publicKeys = allUsers ++ [ p620 ];
+  "secrets/grafana-admin-password.age".publicKeys = allUsers ++ monitoring_server;
 }

@@ -31,6 +31,9 @@
             extraUnits = if builtins.pathExists faultFile then readJSON faultFile else { };
             # Lab-only: a build that waits until a file exists on the host (lock tests).
             buildGate = if builtins.pathExists gateFile then builtins.readFile gateFile else null;
+            # The monitoring server's files, rendered for the lab's addresses by the same code
+            # as nix/monitoring/ (nixfleet/lab/target.py); one store path for all of them.
+            monitoringFiles = if builtins.pathExists ./monitoring then ./monitoring else null;
             # agenix's age.secrets for this host: the .age files become store paths of the
             # generation, so a changed secret makes a new generation.
             secrets = map (s: s // { file = "${./secrets + "/${s.name}.age"}"; })

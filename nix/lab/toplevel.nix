@@ -1,5 +1,5 @@
 # One lab host's system: which units it runs follows its feature flags, as NixOS modules would.
-{ name, system, data, extraUnits, secrets ? [ ], buildGate ? null }:
+{ name, system, data, extraUnits, secrets ? [ ], buildGate ? null, monitoringFiles ? null }:
 let
   inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map toJSON;
 
@@ -34,14 +34,97 @@ let
 
   features = data.features;
   nodeExporter = monitoring.enable && monitoring.features.nodeExporter;
+  nixosMetrics = monitoring.enable && monitoring.features.nixosMetrics;
+  serviceMetrics = monitoring.enable && monitoring.features.serviceMetrics;
+  # The monitoring server (modules/monitoring/server.nix): mode server or standalone, with the
+  # files nixfleet renders for the lab's addresses (nixfleet/lab/target.py) in the flake.
+  monitoringServer = monitoring.enable && monitoring.mode != "client" && monitoringFiles != null;
+  alerting = monitoringServer && monitoring.features.alerting;
   ollama = features.ai.enable && features.ai.ollama;
+  ports = builtins.fromJSON (builtins.readFile ./ports.json);
+  port = key: toString ports.${key};
+
+  # The exporters of nixfleet's Python package, as modules/monitoring/client.nix runs them;
+  # the lab ships their modules to every host (nixfleet/lab/machine.py).
+  exporter = description: module: key: service description
+    "/usr/bin/python3 -m ${module} --port ${port key}" ports.${key} // {
+      serviceExtra = [ "Environment=PYTHONPATH=/usr/lib/nixfleet-lab/python" ];
+    };
+  serverDir = "${monitoringFiles}/${name}";
 
   featureUnits = listToAttrs (filter (u: u.value != null) [
     {
       name = "prometheus-node-exporter";
       value = if nodeExporter
         then service "Prometheus node exporter"
-          "/usr/bin/prometheus-node-exporter --web.listen-address=:9100" 9100
+          (concatStringsSep " " [
+            "/usr/bin/prometheus-node-exporter --web.listen-address=:${port "nodeExporter"}"
+            # node_systemd_unit_state, which the SystemdServiceFailed alert reads.
+            "--collector.systemd"
+            # Lab only: a lab host's / is an overlayfs, which the default excludes; the
+            # dashboards' root filesystem panels then have a series as on NixOS. ($$: systemd)
+            "--collector.filesystem.fs-types-exclude=^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$$"
+          ])
+          ports.nodeExporter
+        else null;
+    }
+    {
+      name = "nixfleet-nixos-exporter";
+      value = if nixosMetrics
+        then exporter "NixOS metrics exporter" "nixfleet.exporters.nixos" "nixosExporter"
+        else null;
+    }
+    {
+      name = "nixfleet-systemd-exporter";
+      value = if serviceMetrics
+        then exporter "systemd metrics exporter" "nixfleet.exporters.systemd" "systemdExporter"
+        else null;
+    }
+    {
+      # The real Prometheus (Debian's) with the generated prometheus.yml; its rule_files name
+      # ../alerts.yml, relative to the file, in the same store directory.
+      name = "prometheus";
+      value = if monitoringServer
+        then service "Prometheus" (concatStringsSep " " [
+          "/usr/bin/prometheus"
+          "--config.file=${serverDir}/prometheus.yml"
+          "--storage.tsdb.path=/var/lib/nixfleet-prometheus"
+          "--storage.tsdb.retention.time=30d"
+          "--web.listen-address=:${port "prometheus"}"
+        ]) ports.prometheus // { serviceExtra = [ "StateDirectory=nixfleet-prometheus" ]; }
+        else null;
+    }
+    {
+      name = "alertmanager";
+      value = if alerting
+        then service "Alertmanager" (concatStringsSep " " [
+          "/usr/bin/prometheus-alertmanager"
+          "--config.file=${monitoringFiles}/alertmanager.yml"
+          "--storage.path=/var/lib/nixfleet-alertmanager"
+          "--web.listen-address=:${port "alertmanager"}"
+          "--cluster.listen-address="
+        ]) ports.alertmanager // { serviceExtra = [ "StateDirectory=nixfleet-alertmanager" ]; }
+        else null;
+    }
+    {
+      # alertmanager.yml's webhook receivers (modules/monitoring/alert_log.py, unchanged).
+      name = "nixfleet-alert-log";
+      value = if alerting
+        then service "Alertmanager's webhook receiver"
+          "/usr/bin/python3 /usr/lib/nixfleet-lab/alert_log.py --port ${port "alertWebhook"}"
+          ports.alertWebhook
+        else null;
+    }
+    {
+      # STAND-IN: no registry ships Grafana; this answers /api/health and /api/search from
+      # the provisioned dashboards, with the admin password from agenix (group grafana).
+      name = "grafana";
+      value = if monitoringServer
+        then service "Grafana (lab stand-in)" (concatStringsSep " " [
+          "/usr/lib/nixfleet-lab/standins/grafana --port ${port "grafana"}"
+          "--dashboards ${serverDir}/dashboards"
+          "--admin-password-file /run/agenix/grafana-admin-password"
+        ]) ports.grafana // { serviceExtra = [ "User=nobody" "Group=grafana" ]; }
         else null;
     }
     {

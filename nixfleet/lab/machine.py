@@ -40,6 +40,10 @@ from nixfleet.model import Host
 from nixfleet.ssh import ssh_argv
 
 HERE = Path(__file__).resolve().parent
+# The nixfleet modules the exporters import, shipped to every lab host under LAB_PYTHON.
+LAB_PYTHON = "usr/lib/nixfleet-lab/python"
+EXPORTER_MODULES = ("__init__.py", "exporters/", "facts/__init__.py", "facts/results.py",
+                    "facts/parsers/")
 # Version strings the nvidia-smi stand-in reports for each driver branch of group data.
 NVIDIA_DRIVER_VERSIONS = {"stable": "565.77", "production": "550.144.03", "beta": "570.86.16",
                           "latest": "570.86.16", "legacy_470": "470.256.02"}
@@ -222,6 +226,17 @@ class Lab:
         for tool in sorted((HERE / "standins").glob("*")):
             if tool.is_file() and not tool.name.startswith(("_", ".")):
                 files[f"usr/lib/nixfleet-lab/standins/{tool.name}"] = (tool.read_bytes(), 0o755)
+        # The exporters as the lab generations' units run them (PYTHONPATH=LAB_PYTHON): only
+        # the modules they import, which need python3 and prometheus_client, not pyinfra.
+        package = HERE.parent
+        for rel in EXPORTER_MODULES:
+            for module in sorted((package / rel).glob("*.py")) if rel.endswith("/") else [
+                    package / rel]:
+                files[f"{LAB_PYTHON}/nixfleet/{module.relative_to(package)}"] = (
+                    module.read_bytes(), 0o644)
+        # Alertmanager's webhook receiver of the monitoring server module, unchanged.
+        files["usr/lib/nixfleet-lab/alert_log.py"] = (
+            (self.root / "nix" / "modules" / "monitoring" / "alert_log.py").read_bytes(), 0o755)
         digest = hashlib.sha256(json.dumps(
             {k: [v.hex(), m] for k, (v, m) in sorted(files.items())}).encode()).hexdigest()[:16]
         layer = self.paths.state / "layers" / f"files-{digest}"

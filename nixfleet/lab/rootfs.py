@@ -19,6 +19,8 @@ RELEASE = "bookworm"
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "procps", "python3",
     "sudo", "nix-bin", "age", "prometheus-node-exporter", "python3-prometheus-client",
+    # The monitoring server (p620): the real Prometheus and Alertmanager.
+    "prometheus", "prometheus-alertmanager",
     # debootstrap does not resolve virtual packages: libdbi-perl provides nix-bin's
     # perl-dbdabi-94 (through libdbd-sqlite3-perl).
     "libdbi-perl",
@@ -33,7 +35,8 @@ systemctl enable systemd-networkd.service
 systemctl mask console-getty.service getty@tty1.service apt-daily.timer \
     apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer systemd-timesyncd.service
 # Units come from the host's NixOS generation, not from Debian's package defaults.
-systemctl disable prometheus-node-exporter.service
+systemctl disable prometheus-node-exporter.service prometheus.service \
+    prometheus-alertmanager.service
 systemctl mask prometheus-node-exporter.service.dpkg-default 2>/dev/null || true
 mkdir -p /etc/nix
 cat > /etc/nix/nix.conf <<'EOF'

@@ -25,12 +25,16 @@ from nixfleet.inventory import Fleet
 from nixfleet.lab.config import LabPaths, host_address, lab_paths
 from nixfleet.lab.secrets import lab_fleet, lab_secret_files, lab_store
 from nixfleet.model import Host
+from nixfleet.monitoring import PORTS_FILE, read_ports, render
 from nixfleet.render import host_data_json
 from nixfleet.secrets.rules import RULES_FILE
 from nixfleet.secrets.store import SecretStore
 from nixfleet.target import ConnectionFn, HostEntry, Target
 
 LAB_FLAKE_FILES = ("flake.nix", "toplevel.nix", "build-toplevel.py")
+# The monitoring server's rule_files, relative to its prometheus.yml (<server>/prometheus.yml):
+# the lab's files are one store directory whose path is known only once built.
+LAB_MONITORING_DIR = ".."
 # On the lab's deployer (a plain Debian nix-bin as root, offline) Nix needs these.
 LAB_NIX_CONFIG = "build-users-group =\nsandbox = false\nsubstituters =\n"
 EXTRA_GROUP = "lab_extra"
@@ -125,7 +129,26 @@ def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[
     for host in hosts:
         files[f"hosts/{host.name}.json"] = host_data_json(host.nix_data()).encode()
     files.update(lab_secret_files(hosts, root, paths))
+    files.update(lab_monitoring_files(hosts, root))
     # Lab-only fault injection (tests put units that fail or cut SSH here, in a copy).
     for fault in sorted((root / "nix" / "lab" / "faults").glob("*.*")):  # .json, .build-gate
         files[f"faults/{fault.name}"] = fault.read_bytes()
+    return files
+
+
+def lab_monitoring_files(hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
+    """The monitoring servers' files (nixfleet generate's nix/monitoring/), rendered by the same
+    code for the lab's addresses (host i at the lab's i-th address), under monitoring/; and the
+    fleet's ports.json, which the lab's units read like the real flake's modules."""
+    hosts = list(hosts)
+    # A configuration without nix/lib (the lab tests' copies of inventory.py and nix/lab) has
+    # the ports of this nixfleet checkout.
+    if not (root / PORTS_FILE).is_file():
+        root = Path(__file__).resolve().parents[2]
+    ports = read_ports(root)
+    fleet = Fleet(hosts={h.name: h for h in hosts}, groups={}, host_data={})
+    addresses = {h.name: host_address(i) for i, h in enumerate(hosts)}
+    files = {f"monitoring/{path}": text.encode() for path, text in
+             render(fleet, ports, addresses=addresses, config_dir=LAB_MONITORING_DIR).items()}
+    files["ports.json"] = (root / PORTS_FILE).read_bytes()
     return files

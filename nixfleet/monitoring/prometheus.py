@@ -29,13 +29,6 @@ class ScrapeJob:
     scrapes: Callable[[Host], bool]
 
 
-def _ollama_scraped(host: Host) -> bool:
-    # Only hosts that run Ollama and whose aiMetrics flag asks for it (features/ai.nix then
-    # opens its port to the server).
-    return (host.features.ai.enable and host.features.ai.ollama
-            and host.features.monitoring.features.aiMetrics)
-
-
 JOBS: tuple[ScrapeJob, ...] = (
     ScrapeJob("node-exporter", "nodeExporter", "15s",
               lambda h: h.features.monitoring.features.nodeExporter),
@@ -43,8 +36,11 @@ JOBS: tuple[ScrapeJob, ...] = (
               lambda h: h.features.monitoring.features.nixosMetrics),
     ScrapeJob("systemd-exporter", "systemdExporter", "30s",
               lambda h: h.features.monitoring.features.serviceMetrics),
-    ScrapeJob("ollama", "ollama", "60s", _ollama_scraped),
 )
+# The original also scraped Ollama (:11434, 60s, where aiMetrics asks for it), but Ollama serves
+# no Prometheus metrics (its API is JSON; GET /metrics is 404), so that target was always down
+# and `up` said nothing about Ollama. It is not rendered; Ollama's health is the health gate's
+# port check (nixfleet.health.services.ollama).
 # Jobs of nixfleet's own exporters: their targets being down is ExporterDown (the node
 # exporter's is HostDown).
 EXPORTER_JOBS = ("nixos-exporter", "systemd-exporter")

@@ -64,10 +64,10 @@ def decrypt(data: bytes, key: Path) -> bytes:
 
 
 def test_lab_up_creates_a_dummy_for_every_secret_and_only_once(fleet, paths):
-    assert ensure(fleet, paths) == [f"lab: secrets: 14 created, 0 re-encrypted to the lab's "
+    assert ensure(fleet, paths) == [f"lab: secrets: 15 created, 0 re-encrypted to the lab's "
                                     f"keys ({paths.state / 'secrets'})"]
     files = sorted(p.name for p in (paths.state / "secrets").iterdir())
-    assert len(files) == 14 and "wifi-password.age" in files
+    assert len(files) == 15 and "wifi-password.age" in files
     before = {p.name: p.read_bytes() for p in (paths.state / "secrets").iterdir()}
     assert ensure(fleet, paths) == []
     assert {p.name: p.read_bytes() for p in (paths.state / "secrets").iterdir()} == before

@@ -106,12 +106,12 @@ def test_prometheus_scrapes_the_original_jobs_on_the_hosts_that_enable_them(comm
     jobs = jobs_of(config)
     assert {name: job["scrape_interval"] for name, job in jobs.items()} == {
         "prometheus": "30s", "node-exporter": "15s", "nixos-exporter": "60s",
-        "systemd-exporter": "30s", "ollama": "60s"}
+        "systemd-exporter": "30s"}
     assert targets(jobs["node-exporter"]) == [f"{h}:9100" for h in HOSTS]
     assert targets(jobs["nixos-exporter"]) == [f"{h}:9101" for h in HOSTS]
     assert targets(jobs["systemd-exporter"]) == [f"{h}:9102" for h in HOSTS]
-    # p510 runs Ollama too, but only p620's aiMetrics asks for it to be scraped.
-    assert targets(jobs["ollama"]) == ["p620:11434"]
+    # Not the original's ollama job: Ollama serves no /metrics, so its target was always down.
+    assert "ollama" not in jobs
     assert targets(jobs["prometheus"]) == ["localhost:9090"]
     assert [s["labels"] for s in jobs["node-exporter"]["static_configs"]] == [
         {"host": "p620", "class": "amd"}, {"host": "razer", "class": "nvidia"},
@@ -132,7 +132,7 @@ def test_a_host_is_a_target_only_of_the_jobs_its_features_ask_for(root, host_ent
     jobs = jobs_of(rendered_yaml(fleet_from(root, host_entries), root, "p620/prometheus.yml"))
     assert targets(jobs["systemd-exporter"]) == ["p620:9102", "p510:9102"]
     assert targets(jobs["node-exporter"]) == ["p620:9100", "razer:9100", "p510:9100"]
-    assert targets(jobs["ollama"]) == ["p620:11434", "p510:11434"]
+    assert "ollama" not in jobs  # Ollama serves no metrics, whatever aiMetrics says
 
 
 def test_without_alerting_prometheus_names_no_alertmanager(root, host_entries):
@@ -381,7 +381,8 @@ def test_the_server_module_installs_the_committed_files(root, committed):
           networking.hostName = "p620";
           nixfleet.features.monitoring = fleet.hosts.p620.features.monitoring;
           nixfleet.monitoring.server.configDir = dir + "/monitoring";
-          nixfleet.secrets.declarations = { };
+          nixfleet.secrets.declarations.grafana-admin-password = { };
+          age.secrets.grafana-admin-password.path = "/run/agenix/grafana-admin-password";
           services.grafana.dataDir = "/var/lib/grafana";
         };
         module = import (dir + "/modules/monitoring/server.nix")
@@ -394,6 +395,8 @@ def test_the_server_module_installs_the_committed_files(root, committed):
         alertmanager = c.services.prometheus.alertmanager.content.configText;
         datasources = toString c.services.grafana.provision.datasources.path;
         providers = toString c.services.grafana.provision.dashboards.path;
+        adminPassword = c.services.grafana.settings.security.admin_password;
+        assertions = map (a: a.assertion) c.assertions;
         etc = builtins.mapAttrs (name: value: toString value.source) c.environment.etc;
       }""", nixDir=str(root / "nix"), stubs=str(nixcheck.EXPRESSIONS / "stub-module-args.nix"))
     assert server["configDirDefault"] == str(committed)
@@ -402,6 +405,9 @@ def test_the_server_module_installs_the_committed_files(root, committed):
     assert server["checkConfig"] == "syntax-only"
     assert server["datasources"] == str(committed / "grafana-datasources.yml")
     assert server["providers"] == str(committed / "grafana-dashboards.yml")
+    # Grafana's admin password is the agenix secret, never a literal.
+    assert server["adminPassword"] == "$__file{/run/agenix/grafana-admin-password}"
+    assert server["assertions"] == [True]
     installed = monitoring.SERVER_CONFIG_DIR.removeprefix("/etc/")
     assert server["etc"] == {
         f"{installed}/alerts.yml": str(committed / "alerts.yml"),

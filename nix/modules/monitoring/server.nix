@@ -22,7 +22,7 @@ let
   installDir = "nixfleet/monitoring";
 
   grafanaSecretKey = "${config.services.grafana.dataDir}/secret_key";
-  # Grafana's admin password, once secrets/rules.py gives this host the secret.
+  # Grafana's admin password: the agenix secret secrets/rules.py gives the monitoring server.
   adminPassword = "grafana-admin-password";
   hasAdminPassword = builtins.hasAttr adminPassword config.nixfleet.secrets.declarations;
 in
@@ -43,6 +43,11 @@ in
   };
 
   config = mkIf cfg.enable {
+    assertions = [{
+      assertion = hasAdminPassword;
+      message = "the monitoring server needs the ${adminPassword} secret: give this host it in secrets/rules.py";
+    }];
+
     nixfleet.health.services = {
       prometheus = {
         unit = "prometheus.service";
@@ -110,8 +115,7 @@ in
         };
         security = {
           secret_key = "$__file{${grafanaSecretKey}}";
-        }
-        // lib.optionalAttrs hasAdminPassword {
+          # Never a literal (the original's sat in the configuration): the agenix secret.
           admin_password = "$__file{${config.age.secrets.${adminPassword}.path}}";
         };
       };
