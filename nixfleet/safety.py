@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from nixfleet.facts.nix import SYSTEM_LINKS_COMMAND, parse_system_links
+from nixfleet.facts.parsers.nix import SYSTEM_PROFILE, generation_number
 from nixfleet.model import HealthCheck
 from nixfleet.outcome import Result, StepOutcome
 from nixfleet.remote import protocol
@@ -25,9 +26,8 @@ REBOOT_TIMEOUT = 180
 
 
 def _generation(text: str | None) -> int | None:
-    """A generation number from "N" or "system-N-link"."""
-    number = (text or "").removeprefix("system-").removesuffix("-link")
-    return int(number) if number.isdigit() else None
+    """A generation number from deploy.sh's "N" or from readlink's "system-N-link"."""
+    return int(text) if text and text.isdigit() else generation_number(text)
 
 
 def wait_for(predicate: Callable[[], bool], seconds: float, period: float = 1.0) -> bool:
@@ -100,7 +100,7 @@ def confirm(data: Any, values: dict[str, str], checks: list[HealthCheck],
         # The watchdog's note is read once and removed: nothing is left behind.
         marker = f"/var/lib/nixfleet/rolled-back-{deploy_id}"
         back = fresh_ssh(data, f"cat {marker} 2>/dev/null && rm -f {marker}; "
-                               "readlink /nix/var/nix/profiles/system", 15)
+                               f"readlink {SYSTEM_PROFILE}", 15)
         return back is not None
 
     unconfirmed = f"no confirmation over a fresh SSH connection within {confirm_timeout}s"
@@ -140,7 +140,7 @@ def reboot(data: Any, values: dict[str, str], health_command: str,
         after = fresh_ssh(data, "cat /proc/sys/kernel/random/boot_id; "
                                 "systemctl is-system-running --wait >/dev/null; "
                                 "readlink -f /run/current-system; "
-                                "readlink -f /nix/var/nix/profiles/system", 60)
+                                f"readlink -f {SYSTEM_PROFILE}", 60)
         return after is not None and after.stdout.split()[:1] != before.stdout.split()[:1]
 
     if not wait_for(new_boot, REBOOT_TIMEOUT, 2) or after is None:

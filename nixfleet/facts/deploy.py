@@ -11,9 +11,9 @@ from typing_extensions import override
 
 from nixfleet.facts.errors import FactParseError
 from nixfleet.facts.parsers.deploy import LAST_DEPLOY, parse_last_deploy
+from nixfleet.facts.parsers.nix import SYSTEM_PROFILE, generation_number
 from nixfleet.facts.results import FactResult
 
-PROFILE = "/nix/var/nix/profiles/system"
 RECORD = "/var/lib/nixfleet/flake.sha256"  # what nixfleet last wrote into the flake directory
 
 
@@ -49,10 +49,9 @@ def parse_deploy_state(text: str) -> DeployState:
         elif line.strip():
             raise FactParseError("deploy state", "unexpected line", text)
     last = parse_last_deploy(values.get("last-deploy", ""))
-    generation = values.get("generation", "").removeprefix("system-").removesuffix("-link")
     return DeployState(
         files=files, strays=tuple(strays),
-        generation=int(generation) if generation.isdigit() else None,
+        generation=generation_number(values.get("generation")),
         current_system=values.get("current") or None,
         profile_system=values.get("profile") or None,
         last_hash=last.flake_hash, last_toplevel=last.toplevel,
@@ -72,9 +71,9 @@ class HostDeployState(FactBase[DeployState]):
         # An assignment cannot take QuoteString's padding, so the value is shlex-quoted.
         return StringCommand(
             f"d={shlex.quote(flake_dir)}; export LC_ALL=C;"
-            f' echo "generation $(readlink {PROFILE})";'
+            f' echo "generation $(readlink {SYSTEM_PROFILE})";'
             f' echo "current $(readlink -f /run/current-system)";'
-            f' echo "profile $(readlink -f {PROFILE})";'
+            f' echo "profile $(readlink -f {SYSTEM_PROFILE})";'
             f' echo "last-deploy $(cat {LAST_DEPLOY} 2>/dev/null)";'
             f' echo "record $([ -f {RECORD} ] && sha256sum < {RECORD} | cut -c1-64)";'
             ' cd "$d" 2>/dev/null || exit 0;'

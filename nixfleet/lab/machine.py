@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from nixfleet.errors import NixfleetError
+from nixfleet.facts.parsers.nix import generation_number
 from nixfleet.files import write_atomic
 from nixfleet.flake import manifest
 from nixfleet.inventory import Fleet
@@ -567,8 +568,7 @@ def _generation(upper: Path) -> int | None:
         target = os.readlink(profile)
     except OSError:
         return None
-    number = target.removeprefix("system-").removesuffix("-link")
-    return int(number) if number.isdigit() else None
+    return generation_number(target)
 
 
 def _cgroup_pids(name: str) -> set[int]:

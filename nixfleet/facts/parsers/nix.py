@@ -100,6 +100,13 @@ _SYSTEM_STORE_PATH = re.compile(r"-nixos-system-.+?-(\d{2}\.\d{2}[^/]*)$")
 LINK_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
+def generation_number(link: str | None) -> int | None:
+    """N of a system profile generation link's name, ``system-N-link`` (or of a path ending in
+    one); None for anything else."""
+    found = re.search(r"(?:^|/)system-(\d+)-link$", link or "")
+    return int(found[1]) if found else None
+
+
 def parse_profile_links(text: str, profile_name: str = "system") -> list[Generation]:
     """Parse the output of ``profile_links_command`` into generations, newest first.
 
