@@ -1,6 +1,7 @@
 """NixOS exporter benchmark (run by hand): scrape latency against the original's approach.
 
-    python benchmarks/exporter.py [--store DIR] [--paths 20000] [--scrapes 200]
+    python benchmarks/exporter.py --lab HOST [--paths 20000] [--scrapes 200]
+    python benchmarks/exporter.py [--store DIR | --fill] [--paths 20000] [--scrapes 200]
 
 - exporter: ``python -m nixfleet.exporters.nixos`` as its own process, scraped over HTTP
   ``--scrapes`` times (after 5 unmeasured ones); its resident memory afterwards.
@@ -10,11 +11,15 @@
   --print-roots`` and nix-channel per scrape; those are not counted here.
 Both sides read the same store in the same run.
 
-Without --store it reads this host's own store and system (run it as root on a host with Nix,
-e.g. a lab host: only python3 with prometheus_client is needed there). With --store DIR it
-reads a chroot Nix store in DIR (``nix --store DIR``), which it first fills up to --paths
-valid paths (small files, a tenth of them derivations) with nix-store --add and
-nix-instantiate when it holds fewer.
+--lab HOST runs all of it on that lab host (NIXFLEET_LAB_INSTANCE selects the lab; `nixfleet
+lab up` first): the script goes over SSH to the host's python3, with the exporter modules the
+lab ships to every host, and fills the host's own store up to --paths valid paths first.
+
+Without --lab or --store it reads this host's own store and system (run it as root on a host
+with Nix: only python3 with prometheus_client is needed there); --fill first fills that store
+up to --paths (small files, a tenth of them derivations, with nix-store --add and
+nix-instantiate): for a lab host, never a real one. With --store DIR it reads a chroot Nix
+store in DIR (``nix --store DIR``), filled the same way.
 
 Targets: exporter p99 < 50 ms, >= 100x faster than the original (median), RSS < 40 MiB.
 """
@@ -37,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where a lab host has nixfleet's exporter modules (nixfleet.lab.machine.LAB_PYTHON).
+LAB_PYTHON = "/usr/lib/nixfleet-lab/python"
 WARMUP = 5
 BATCH = 1000  # files per nix-store --add
 # A throwaway store: no fsync per path, no build users (none exist outside NixOS).
@@ -48,10 +55,15 @@ def nix(*args: str) -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
+def store_option(store: Path) -> list[str]:
+    """How Nix commands name the store under `store`: none for this host's own (/)."""
+    return [] if store == Path("/") else ["--store", str(store)]
+
+
 def valid_paths(store: Path) -> list[str]:
     if not (store / "nix" / "var" / "nix" / "db" / "db.sqlite").exists():
         return []
-    return nix("--store", str(store), "path-info", "--all").split()
+    return nix(*store_option(store), "path-info", "--all").split()
 
 
 def populate(store: Path, wanted: int) -> None:
@@ -71,7 +83,7 @@ def populate(store: Path, wanted: int) -> None:
             path.write_text(f"benchmark file {salt} {number}\n" * 4)
             names.append(str(path))
         for start in range(0, len(names), BATCH):
-            subprocess.run(["nix-store", "--store", str(store), *QUIET, "--add",
+            subprocess.run(["nix-store", *store_option(store), *QUIET, "--add",
                             *names[start:start + BATCH]], check=True, stdout=subprocess.DEVNULL)
     if derivations:
         expression = (
@@ -79,8 +91,11 @@ def populate(store: Path, wanted: int) -> None:
             " system = builtins.currentSystem; builder = \"/bin/sh\";"
             f" args = [ \"-c\" \"echo ${{toString i}} > $out\" ]; }}) {derivations}"
         )
-        subprocess.run(["nix-instantiate", "--store", str(store), *QUIET, "--expr", expression],
+        subprocess.run(["nix-instantiate", *store_option(store), *QUIET, "--expr", expression],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"filled {store}: {missing} paths added in {time.monotonic() - started:.1f} s")
+    if store == Path("/"):
+        return  # a host's own store has its real system profile
     profiles = store / "nix" / "var" / "nix" / "profiles"
     profiles.mkdir(parents=True, exist_ok=True)
     some = sorted(valid_paths(store))[:3]
@@ -90,7 +105,6 @@ def populate(store: Path, wanted: int) -> None:
             link.symlink_to(target)
     if not (profiles / "system").is_symlink() and some:
         (profiles / "system").symlink_to(f"system-{len(some)}-link")
-    print(f"filled {store}: {missing} paths added in {time.monotonic() - started:.1f} s")
 
 
 def free_port() -> int:
@@ -157,7 +171,8 @@ def memory(pid: int) -> tuple[float, float]:
 
 def start_exporter(root: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # This checkout's modules, else (on a lab host) the ones the lab ships.
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), LAB_PYTHON])}
     process = subprocess.Popen(
         [sys.executable, "-m", "nixfleet.exporters.nixos", "--address", "127.0.0.1",
          "--port", str(port), "--root", str(root)],
@@ -187,8 +202,20 @@ def report(label: str, times: list[float]) -> tuple[float, float]:
     return p50, p99
 
 
+def on_lab_host(host: str, arguments: list[str]) -> int:
+    """This script, run by the lab host's python3 over the lab's SSH (source on stdin)."""
+    command = ["python3", "-", *arguments]
+    print(f"on lab host {host}: {shlex.join(command)}", flush=True)
+    return subprocess.run([sys.executable, "-m", "nixfleet", "lab", "exec", host, "--",
+                           *command], cwd=ROOT, input=Path(__file__).read_bytes()).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lab", metavar="HOST",
+                        help="run on this lab host, its own store filled up to --paths")
+    parser.add_argument("--fill", action="store_true",
+                        help="fill this host's own store up to --paths first (lab hosts only)")
     parser.add_argument("--store", type=Path, metavar="DIR",
                         help="a chroot Nix store to read (filled up to --paths); "
                              "default: this host's own store and system")
@@ -196,12 +223,15 @@ def main() -> int:
                         help="valid paths the --store should hold (default: 20000)")
     parser.add_argument("--scrapes", type=int, default=200)
     args = parser.parse_args()
+    if args.lab:
+        return on_lab_host(args.lab, ["--fill", "--paths", str(args.paths),
+                                      "--scrapes", str(args.scrapes)])
 
     root = args.store.resolve() if args.store else Path("/")
-    if args.store:
+    if args.store or args.fill:
         populate(root, args.paths)
     nix_store = root / "nix" / "store"
-    paths = valid_paths(root) if args.store else nix("path-info", "--all").split()
+    paths = valid_paths(root)
     files = sum(len(f) + len(d) for _, d, f in os.walk(nix_store))
     print(f"store: {nix_store} — {len(paths)} valid paths "
           f"({sum(p.endswith('.drv') for p in paths)} derivations), {files} files and directories")
