@@ -124,9 +124,10 @@ GROUPS: dict[str, tuple[Alert, ...]] = {
               "{{ $labels.host }}"),
     ),
     "exporters": (
+        # 2m: eight missed scrapes at 15 s, longer than a restart, short enough to act on.
         Alert("ExporterDown",
               f"{selector(m.UP, re_match('job', '|'.join(EXPORTER_JOBS)))} == 0",
-              "5m", "warning", "monitoring",
+              "2m", "warning", "monitoring",
               "{{ $labels.job }} on {{ $labels.host }} does not answer"),
         Alert("ExporterSourceFailing",
               f"{m.NIXOS_SOURCE_ERROR} > 0 or {m.SYSTEMD_SOURCE_ERROR} > 0",
