@@ -63,6 +63,11 @@ class Target(ABC):
         the user's -i, where the target's secrets are the user's). Typed in the targets:
         both types sit above this module, which the inventory imports."""
 
+    def binary_cache_public_key(self, fleet: Any, root: Path) -> str:
+        """The public key ("name:base64") the hosts' Nix trusts for the fleet's binary cache:
+        nix/binary-cache.pub, which the flake reads."""
+        return (root / "nix" / "binary-cache.pub").read_text().strip()
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 

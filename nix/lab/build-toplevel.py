@@ -16,8 +16,6 @@ while gate and not Path(gate).exists() and time.monotonic() < deadline:
 
 out = Path(os.environ["out"])
 (out / "etc" / "systemd" / "system").mkdir(parents=True)
-(out / "etc" / "nixfleet").mkdir()
-(out / "etc" / "nixfleet" / "health.tsv").write_text(os.environ["healthTsv"])
 (out / "bin").mkdir()
 (out / "sw" / "bin").mkdir(parents=True)
 (out / "specialisation").mkdir()
@@ -32,6 +30,16 @@ out = Path(os.environ["out"])
 (out / "agenix.json").write_text(os.environ.get("secrets", "[]"))
 for link in ("kernel", "kernel-modules", "initrd"):
     os.symlink(os.environ[link.replace("-m", "M")], out / link)
+# environment.etc: the files under etc/, their names in etc.json; the lab's
+# switch-to-configuration links each into /etc through /etc/static, as NixOS does.
+etc_files = json.loads(os.environ["etcFiles"])
+for name, text in sorted(etc_files.items()):
+    path = out / "etc" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+(out / "etc.json").write_text(json.dumps(sorted(etc_files)))
+for name, program in sorted(json.loads(os.environ["swBin"]).items()):
+    os.symlink(program, out / "sw" / "bin" / name)
 
 for name, unit in sorted(json.loads(os.environ["units"]).items()):
     kind = unit.get("type", "simple")

@@ -4,9 +4,11 @@
 # etc/systemd/system, bin/switch-to-configuration) and is activated by the lab's
 # switch-to-configuration, which installs and starts the units for real.
 #
-# On a lab host this directory is /etc/nixos, with hosts/*.json and lab.json beside it, and
-# the lab's secrets: secrets/<name>.age (encrypted to the lab hosts' keys) and, per host,
-# hosts/<host>.secrets.json (which of them it receives, with owner, group and mode).
+# On a lab host this directory is /etc/nixos, with hosts/*.json and lab.json beside it, the
+# real flake's lib/ports.json and lib/ai-providers.nix (so /etc/ai-providers.json is the real
+# flake's), and the lab's secrets: secrets/<name>.age (encrypted to the lab hosts' keys) and,
+# per host, hosts/<host>.secrets.json (which of them it receives, with owner, group and mode),
+# and binary-cache.pub (the public half of the lab's binary-cache-key).
 {
   description = "nixfleet lab hosts (stand-in NixOS toplevels, no nixpkgs)";
 
@@ -38,6 +40,10 @@
             # generation, so a changed secret makes a new generation.
             secrets = map (s: s // { file = "${./secrets + "/${s.name}.age"}"; })
               (if builtins.pathExists secretsFile then readJSON secretsFile else [ ]);
+            # The public half of the lab's binary-cache-key (nixfleet/lab/secrets.py), which
+            # the clients trust as the real flake's trust nix/binary-cache.pub.
+            binaryCachePublicKey = if builtins.pathExists ./binary-cache.pub
+              then builtins.readFile ./binary-cache.pub else "";
           };
         in
         { config.system.build.toplevel = toplevel; };

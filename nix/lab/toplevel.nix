@@ -1,5 +1,6 @@
 # One lab host's system: which units it runs follows its feature flags, as NixOS modules would.
-{ name, system, data, extraUnits, secrets ? [ ], buildGate ? null, monitoringFiles ? null }:
+{ name, system, data, extraUnits, secrets ? [ ], buildGate ? null, monitoringFiles ? null,
+  binaryCachePublicKey ? "" }:
 let
   inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map toJSON;
 
@@ -9,6 +10,10 @@ let
     builder = "/bin/sh";
     args = [ "-c" "printf '%s' \"$text\" > $out" ];
     PATH = "/usr/bin:/bin";
+    # As nixpkgs' writeText: built where needed, never asked of a binary cache (so a build
+    # neither waits for nor fails on a cache host that is down).
+    allowSubstitutes = false;
+    preferLocalBuild = true;
   };
 
   monitoring = data.features.monitoring;
@@ -41,8 +46,33 @@ let
   monitoringServer = monitoring.enable && monitoring.mode != "client" && monitoringFiles != null;
   alerting = monitoringServer && monitoring.features.alerting;
   ollama = features.ai.enable && features.ai.ollama;
-  ports = builtins.fromJSON (builtins.readFile ./ports.json);
+  # As modules/features/ai.nix: Ollama listens beyond the host only where it is scraped.
+  ollamaHost =
+    if monitoring.enable && monitoring.features.aiMetrics then "0.0.0.0" else "127.0.0.1";
+  # The real flake's /etc/ai-providers.json (modules/features/ai.nix): the same function of the
+  # same settings, so the file is the real one; Ollama loads that table's ollama models.
+  aiProviders = import ./lib/ai-providers.nix {
+    settings = features.ai.providers;
+    secretsDir = "/run/agenix"; # agenix's, where the lab's activation decrypts too
+  };
+  providersFile = features.ai.enable && features.ai.providers.enable;
+  ports = builtins.fromJSON (builtins.readFile ./lib/ports.json);
   port = key: toString ports.${key};
+  # The fleet's binary cache (modules/binary-cache.nix, as lib/host-module.nix enables it): the
+  # monitoring server serves its store, signed with the agenix secret binary-cache-key; hosts
+  # that name a monitoring server substitute from it and trust the lab key's public half.
+  cacheServer = monitoring.enable && monitoring.mode == "server";
+  cacheSigned = builtins.any (secret: secret.name == "binary-cache-key") secrets;
+  cacheClient = monitoring.enable && monitoring.serverHost != null && binaryCachePublicKey != "";
+  # The client's nix.settings, an environment.etc file that the lab's /etc/nix/nix.conf
+  # includes (NixOS writes them into nix.conf itself; the lab's keeps what Nix needs offline).
+  # No cache.nixos.org: the lab is offline.
+  nixSettings = concatStringsSep "" [
+    "substituters = http://${monitoring.serverHost}:${port "binaryCache"}\n"
+    "trusted-public-keys = ${binaryCachePublicKey}\n"
+    # A sleeping cache host must not stall every build for long.
+    "connect-timeout = 5\n"
+  ];
 
   # The exporters of nixfleet's Python package, as modules/monitoring/client.nix runs them;
   # the lab ships their modules to every host (nixfleet/lab/machine.py).
@@ -128,10 +158,33 @@ let
         else null;
     }
     {
-      # STAND-IN: no registry ships Ollama; this answers its HTTP API's version and tags.
+      # STAND-IN: no registry reachable here ships nix-serve; this serves the store as it does.
+      name = "nix-serve";
+      value = if cacheServer
+        then service "nix-serve binary cache (lab stand-in)"
+          "/usr/lib/nixfleet-lab/standins/nix-serve --listen :${port "binaryCache"}"
+          ports.binaryCache // {
+            serviceExtra = if cacheSigned
+              then [ "Environment=NIX_SECRET_KEY_FILE=/run/agenix/binary-cache-key" ] else [ ];
+          }
+        else null;
+    }
+    {
+      # STAND-IN: no registry ships Ollama; this speaks the part of its HTTP API that checks
+      # and ai-cli use, with models that are manifests only. At start it "pulls" the missing
+      # ones of the ollama provider's models (NixOS: services.ollama.loadModels).
       name = "ollama";
       value = if ollama
-        then service "Ollama (lab stand-in)" "/usr/lib/nixfleet-lab/standins/ollama serve" 11434
+        then service "Ollama (lab stand-in)" (concatStringsSep " " [
+          "/usr/lib/nixfleet-lab/standins/ollama serve"
+          "--load-models ${concatStringsSep "," aiProviders.providers.ollama.models}"
+        ]) ports.ollama // {
+          serviceExtra = [
+            "Environment=OLLAMA_HOST=${ollamaHost}:${port "ollama"}"
+            "Environment=OLLAMA_MODELS=/var/lib/ollama/models"
+            "StateDirectory=ollama"
+          ];
+        }
         else null;
     }
   ]);
@@ -167,6 +220,14 @@ let
   healthTsv = concatStringsSep "" (map
     (name: "${name}\t${name}.service\t${toString featureUnits.${name}.port}\n")
     (attrNames featureUnits));
+
+  # environment.etc: NAME (relative to /etc) -> text; activation links each into /etc.
+  etcFiles = { "nixfleet/health.tsv" = healthTsv; }
+    // (if providersFile then { "ai-providers.json" = toJSON aiProviders; } else { })
+    // (if cacheClient then { "nix/settings.conf" = nixSettings; } else { });
+
+  # What the system's packages put on PATH (/run/current-system/sw/bin): NAME -> program.
+  swBin = if ollama then { ollama = "/usr/lib/nixfleet-lab/standins/ollama"; } else { };
 in
 derivation ({
   name = "nixos-system-${name}-${data.system.stateVersion}.lab";
@@ -174,11 +235,15 @@ derivation ({
   builder = "/usr/bin/python3";
   args = [ ./build-toplevel.py ];
   PATH = "/usr/bin:/bin";
+  # As NixOS's top-level.nix: the system is built locally, never substituted.
+  allowSubstitutes = false;
+  preferLocalBuild = true;
   hostName = name;
   nixosVersion = "${data.system.stateVersion}.lab";
   inherit kernelVersion kernel kernelModules initrd;
   packages = concatStringsSep "\n" packages;
-  inherit healthTsv;
+  etcFiles = toJSON etcFiles;
+  swBin = toJSON swBin;
   hostData = toJSON data;
   units = toJSON units;
   # [{ name, file, owner, group, mode }]: what activation decrypts into /run/agenix.

@@ -21,9 +21,12 @@ PACKAGES = (
     "sudo", "nix-bin", "age", "prometheus-node-exporter", "python3-prometheus-client",
     # The monitoring server (p620): the real Prometheus and Alertmanager.
     "prometheus", "prometheus-alertmanager",
+    # The binary cache stand-in (nix-serve) signs what it serves with Ed25519.
+    "python3-cryptography",
     # debootstrap does not resolve virtual packages: libdbi-perl provides nix-bin's
-    # perl-dbdabi-94 (through libdbd-sqlite3-perl).
-    "libdbi-perl",
+    # perl-dbdabi-94 (through libdbd-sqlite3-perl); python3-cffi-backend provides
+    # python3-cryptography's python3-cffi-backend-api-min/max.
+    "libdbi-perl", "python3-cffi-backend",
 )
 # Run inside the new rootfs (chroot) once, after debootstrap.
 TEMPLATE_SCRIPT = r"""
@@ -45,6 +48,9 @@ sandbox = false
 substituters =
 experimental-features = nix-command flakes
 flake-registry =
+# The active generation's nix.settings (the fleet's binary cache): an environment.etc file
+# that activation links, absent before the first one (NixOS generates all of nix.conf).
+!include /etc/nix/settings.conf
 EOF
 # NixOS puts the system profile first on PATH; sshd sessions read this through pam_env.
 echo "PATH=/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/bin" \

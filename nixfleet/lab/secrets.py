@@ -6,6 +6,9 @@ for every secret of the rules, with the same nixfleet.secrets code, to:
   - each recipient lab host's own /etc/ssh/ssh_host_ed25519_key.pub (generated at first boot),
   - the lab's admin key (its deployer key, state/id_ed25519), standing in for the users' keys,
     so that the delivery check can decrypt them locally.
+A secret whose value programs read as a key gets one of that kind: binary-cache-key is a Nix
+signing key (name nixfleet-lab-cache-1, as `nix-store --generate-binary-cache-key` makes), and
+the lab flake carries its public half as binary-cache.pub, which the lab's clients trust.
 They live in the lab's state directory (secrets/<name>.age); the lab flake carries them to the
 hosts like the real flake carries secrets/. Values exist only in memory and, on the hosts, in
 /run/agenix.
@@ -13,6 +16,8 @@ hosts like the real flake carries secrets/. Values exist only in memory and, on 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +34,9 @@ from nixfleet.secrets.rules import RULES_FILE, Recipient, Rules, load_rules
 from nixfleet.secrets.store import SecretStore
 
 ADMIN = "lab-admin"
+# nix/modules/binary-cache.nix's secretName: the signing key of the cache the server runs.
+BINARY_CACHE_KEY = "binary-cache-key"
+BINARY_CACHE_KEY_NAME = "nixfleet-lab-cache-1"
 HOST_KEY = Path("etc") / "ssh" / "ssh_host_ed25519_key.pub"
 UP_HINT = "run `nixfleet lab up`"
 
@@ -108,6 +116,10 @@ def ensure_lab_secrets(fleet: Fleet, root: Path, paths: LabPaths,
             created += 1
         elif status.state == "stale":
             stale.append(status.name)
+        elif status.name == BINARY_CACHE_KEY and status.state == "ok" and store.update(
+                status.name, lambda value: value if nix_public_key(value)
+                else dummy_value(BINARY_CACHE_KEY)):
+            created += 1  # a dummy from before the lab's cache signed with it
     errors = store.rekey(stale, progress=lambda _line: None) if stale else []
     if errors:
         raise NixfleetError(f"lab secrets: {errors[0]}")
@@ -117,12 +129,40 @@ def ensure_lab_secrets(fleet: Fleet, root: Path, paths: LabPaths,
 
 
 def dummy_value(name: str) -> bytes:
+    if name == BINARY_CACHE_KEY:
+        return nix_secret_key(BINARY_CACHE_KEY_NAME)
     return f"lab-dummy-{name}-{os.urandom(8).hex()}\n".encode()
+
+
+def nix_secret_key(name: str) -> bytes:
+    """A new Nix signing key: NAME:base64(Ed25519 seed + public key), no newline, as
+    `nix-store --generate-binary-cache-key` writes it."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes_raw() + key.public_key().public_bytes_raw()
+    return f"{name}:{base64.b64encode(raw).decode()}".encode()
+
+
+def nix_public_key(secret: bytes) -> str | None:
+    """The public half, NAME:base64, of a Nix secret signing key; None if it is not one."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    name, colon, encoded = secret.decode(errors="replace").strip().partition(":")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        return None
+    if not (name and colon and len(raw) == 64) or raw[32:] != (
+            Ed25519PrivateKey.from_private_bytes(raw[:32]).public_key().public_bytes_raw()):
+        return None
+    return f"{name}:{base64.b64encode(raw[32:]).decode()}"
 
 
 def lab_secret_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[str, bytes]:
     """For the lab flake: secrets/<name>.age of every secret a host receives and, per host,
-    hosts/<host>.secrets.json (name, owner, group, mode of each of its secrets, from the rules).
+    hosts/<host>.secrets.json (name, owner, group, mode of each of its secrets, from the rules);
+    binary-cache.pub, the public half of the cache's signing key, where a host receives it.
     Each file must be encrypted to its receiving hosts' current lab keys."""
     hosts = list(hosts)
     files: dict[str, bytes] = {}
@@ -143,7 +183,19 @@ def lab_secret_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict
             if key and ssh_key_tag(key) not in read_header(files[path]).ssh_recipients:
                 raise NixfleetError(f"lab secret {spec.name} is not encrypted to {host.name}'s "
                                     f"lab host key; {UP_HINT}")
+    public = lab_cache_public_key(rules, paths) if rules and (
+        f"secrets/{BINARY_CACHE_KEY}.age" in files) else None
+    if public is not None:
+        files["binary-cache.pub"] = public.encode()
     return files
+
+
+def lab_cache_public_key(rules: Rules, paths: LabPaths) -> str | None:
+    """The public half of the lab's binary-cache-key (decrypted with the lab admin key); None
+    while it is a dummy from before the lab's cache signed (the next `lab up` replaces it):
+    the clients then get no cache settings."""
+    store = SecretStore(paths.state, rules, load_identities([paths.key]))
+    return nix_public_key(store.decrypt(BINARY_CACHE_KEY))
 
 
 def _lab_file(paths: LabPaths, name: str) -> bytes:

@@ -23,7 +23,13 @@ from nixfleet.errors import NixfleetError
 from nixfleet.flake import nix_system
 from nixfleet.inventory import Fleet
 from nixfleet.lab.config import LabPaths, host_address, lab_paths
-from nixfleet.lab.secrets import lab_fleet, lab_secret_files, lab_store
+from nixfleet.lab.secrets import (
+    lab_cache_public_key,
+    lab_fleet,
+    lab_rules,
+    lab_secret_files,
+    lab_store,
+)
 from nixfleet.model import Host
 from nixfleet.monitoring import PORTS_FILE, read_ports, render
 from nixfleet.render import host_data_json
@@ -32,6 +38,9 @@ from nixfleet.secrets.store import SecretStore
 from nixfleet.target import ConnectionFn, HostEntry, Target
 
 LAB_FLAKE_FILES = ("flake.nix", "toplevel.nix", "build-toplevel.py")
+# What the lab flake reads of the real flake's nix/lib, under lib/ as there: the fleet's ports
+# and the function that renders /etc/ai-providers.json, so the lab's values are the real ones.
+LAB_LIB_FILES = ("ports.json", "ai-providers.nix")
 # The monitoring server's rule_files, relative to its prometheus.yml (<server>/prometheus.yml):
 # the lab's files are one store directory whose path is known only once built.
 LAB_MONITORING_DIR = ".."
@@ -78,6 +87,17 @@ class LabTarget(Target):
         if store is None:
             raise NixfleetError(f"no {RULES_FILE}: no secrets to check")
         return store
+
+
+    def binary_cache_public_key(self, fleet: Fleet, root: Path) -> str:
+        """The public half of the lab's own signing key (the lab flake's binary-cache.pub)."""
+        paths = self.paths
+        rules = lab_rules(lab_fleet(fleet.hosts.values(), paths, fleet.groups), root, paths)
+        public = lab_cache_public_key(rules, paths) if rules else None
+        if public is None:
+            raise NixfleetError("the lab's binary-cache-key is not a signing key yet: run "
+                                "`nixfleet lab up`")
+        return public
 
 
 # --- hosts ---------------------------------------------------------------------------------
@@ -129,6 +149,7 @@ def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[
     for host in hosts:
         files[f"hosts/{host.name}.json"] = host_data_json(host.nix_data()).encode()
     files.update(lab_secret_files(hosts, root, paths))
+    files.update(lab_lib_files(root))
     files.update(lab_monitoring_files(hosts, root))
     # Lab-only fault injection (tests put units that fail or cut SSH here, in a copy).
     for fault in sorted((root / "nix" / "lab" / "faults").glob("*.*")):  # .json, .build-gate
@@ -136,19 +157,27 @@ def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[
     return files
 
 
+def lab_lib_files(root: Path) -> dict[str, bytes]:
+    """The real flake's nix/lib files that the lab flake reads, under lib/."""
+    lib = lib_root(root) / PORTS_FILE.parent
+    return {f"lib/{name}": (lib / name).read_bytes() for name in LAB_LIB_FILES}
+
+
+def lib_root(root: Path) -> Path:
+    """root, or this nixfleet checkout for a configuration without nix/lib (the lab tests'
+    copies of inventory.py and nix/lab)."""
+    lib = root / PORTS_FILE.parent
+    if all((lib / name).is_file() for name in LAB_LIB_FILES):
+        return root
+    return Path(__file__).resolve().parents[2]
+
+
 def lab_monitoring_files(hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
     """The monitoring servers' files (nixfleet generate's nix/monitoring/), rendered by the same
-    code for the lab's addresses (host i at the lab's i-th address), under monitoring/; and the
-    fleet's ports.json, which the lab's units read like the real flake's modules."""
+    code for the lab's addresses (host i at the lab's i-th address), under monitoring/."""
     hosts = list(hosts)
-    # A configuration without nix/lib (the lab tests' copies of inventory.py and nix/lab) has
-    # the ports of this nixfleet checkout.
-    if not (root / PORTS_FILE).is_file():
-        root = Path(__file__).resolve().parents[2]
-    ports = read_ports(root)
+    ports = read_ports(lib_root(root))
     fleet = Fleet(hosts={h.name: h for h in hosts}, groups={}, host_data={})
     addresses = {h.name: host_address(i) for i, h in enumerate(hosts)}
-    files = {f"monitoring/{path}": text.encode() for path, text in
-             render(fleet, ports, addresses=addresses, config_dir=LAB_MONITORING_DIR).items()}
-    files["ports.json"] = (root / PORTS_FILE).read_bytes()
-    return files
+    return {f"monitoring/{path}": text.encode() for path, text in
+            render(fleet, ports, addresses=addresses, config_dir=LAB_MONITORING_DIR).items()}

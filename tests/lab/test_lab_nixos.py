@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import uuid
 
 import pytest
 
+from nixfleet import nixcheck
 from tests.lab.conftest import HOSTS, ROOT, lab_status, nixfleet, on, wait_until, write_on
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -187,3 +189,62 @@ def test_only_the_profiles_generation_is_current_when_two_hold_the_same_system(f
     gens = json.loads(on(host, "nixos-rebuild list-generations --json").stdout)
     assert [g["generation"] for g in gens if g["current"]] == [first + 2]
     assert {g["generation"] for g in gens} >= {first, first + 2}
+
+
+def test_ai_hosts_get_the_real_ai_providers_json_and_ollama_loads_their_models():
+    real = nixcheck.evaluate("""{ nixDir }: let lib = /. + nixDir + "/lib"; in
+      builtins.toJSON (import (lib + "/ai-providers.nix") {
+        settings = (import (lib + "/fleet.nix") { hostsDir = /. + nixDir + "/hosts"; })
+          .hosts.p620.features.ai.providers;
+      })""", nixDir=str(ROOT / "nix"))
+    assert on("p620", "cat /etc/ai-providers.json").stdout == real
+    models = ["llama3.2:latest", "mistral-small3.1:latest"]
+
+    def listed() -> list[str]:
+        lines = on("p620", "ollama list", check=False).stdout.splitlines()
+        return [line.split()[0] for line in lines[1:]]
+
+    assert listed() == models
+    # A removed model is pulled again when Ollama starts (NixOS: services.ollama.loadModels).
+    on("p620", "ollama rm llama3.2 && systemctl restart ollama")
+    wait_until(lambda: listed() == models, 15, "Ollama to pull llama3.2 again")
+    request = json.dumps({"model": "llama3.2", "prompt": "hello", "stream": False})
+    answer = json.loads(on("p620", "python3 -c " + shlex.quote(
+        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:11434/api/generate', "
+        f"{request!r}.encode()).read().decode())")).stdout)
+    assert answer["response"].startswith("Lab stand-in for Ollama (llama3.2)")
+    assert on("razer", "command -v ollama", check=False).returncode != 0
+
+
+def test_the_monitoring_server_is_the_binary_cache_its_clients_use_and_trust():
+    info = on("razer", "python3 -c " + shlex.quote(
+        "import urllib.request as u; "
+        "print(u.urlopen('http://p620:5000/nix-cache-info', timeout=5).read().decode(), end='')"))
+    assert info.stdout == "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n"
+    # The key p620 signs with (agenix), whose public half every client trusts.
+    public = on("p620", "nix key convert-secret-to-public < /run/agenix/binary-cache-key").stdout
+    for host in ("razer", "p510", "dex5550"):
+        config = on(host, "nix --extra-experimental-features nix-command show-config").stdout
+        settings = dict(line.split(" = ", 1) for line in config.splitlines() if " = " in line)
+        assert settings["substituters"].split() == ["http://p620:5000"], host
+        assert settings["trusted-public-keys"].split() == [public.strip()], host
+        assert settings["connect-timeout"] == "5", host
+    # A path only p620 has comes to razer from the cache, its signature checked.
+    path = on("p620", "readlink /run/current-system/kernel-modules").stdout.strip()
+    fetched = on("razer", f"nix-store --delete {path} >/dev/null 2>&1; nix-store --realise "
+                          f"{path} 2>&1 && nix-store --delete {path} >/dev/null 2>&1")
+    assert f"copying path '{path}' from 'http://p620:5000'" in fetched.stdout
+
+
+def test_a_gpu_driver_unloaded_on_a_host_is_seen_by_its_tools_until_loaded():
+    tool = "/usr/lib/nixfleet-lab/standins/nixfleet-lab-gpu-driver"
+    on("razer", f"{tool} unload nvidia")
+    try:
+        assert "Kernel driver in use: nvidia" not in on("razer", "lspci -nnk").stdout
+        smi = on("razer", "nvidia-smi", check=False)
+        assert (smi.returncode, smi.stdout.split(".")[0]) == (
+            9, "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver")
+    finally:
+        on("razer", f"{tool} load nvidia")
+    assert "Kernel driver in use: nvidia" in on("razer", "lspci -nnk").stdout
+    assert on("razer", "nvidia-smi -L").returncode == 0

@@ -16,10 +16,11 @@ from types import ModuleType
 import pyrage
 import pytest
 
+from nixfleet import nixcheck
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.lab.config import LabPaths
-from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet, lab_store
+from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet, lab_store, nix_public_key
 from nixfleet.lab.target import lab_flake_files
 from nixfleet.secrets.agefile import read_header, ssh_key_tag
 
@@ -123,6 +124,55 @@ def test_a_repository_without_rules_has_no_secrets(fleet, paths, tmp_path):
     files = lab_flake_files(fleet.hosts.values(), repo, paths)
     assert json.loads(files["hosts/razer.secrets.json"]) == []
     assert not any(path.startswith("secrets/") for path in files)
+
+
+# --- the binary cache's signing key ----------------------------------------------------------
+
+
+def test_the_binary_cache_key_is_a_nix_key_whose_public_half_the_flake_carries(fleet, paths):
+    ensure(fleet, paths)
+    store = lab_store(lab_fleet(fleet.hosts.values(), paths, fleet.groups), ROOT, paths)
+    assert store is not None
+    secret = store.decrypt("binary-cache-key")
+    files = lab_flake_files(fleet.hosts.values(), ROOT, paths)
+
+    assert secret.startswith(b"nixfleet-lab-cache-1:")
+    assert files["binary-cache.pub"].decode() == nix_public_key(secret)
+    # An older lab's dummy value: no cache settings until `lab up` replaces it by a key.
+    store.update("binary-cache-key", lambda _: b"lab-dummy-binary-cache-key-0123\n")
+    assert "binary-cache.pub" not in lab_flake_files(fleet.hosts.values(), ROOT, paths)
+    assert ensure(fleet, paths)[0].startswith("lab: secrets: 1 created, 0 re-encrypted")
+    assert nix_public_key(store.decrypt("binary-cache-key")) is not None
+    assert ensure(fleet, paths) == []
+
+
+@pytest.mark.skipif(shutil.which("nix-instantiate") is None, reason="needs nix-instantiate")
+def test_the_monitoring_server_serves_the_cache_its_clients_trust(fleet, paths, tmp_path):
+    ensure(fleet, paths)
+    files = lab_flake_files(fleet.hosts.values(), ROOT, paths)
+    for name, content in files.items():
+        (tmp_path / "flake" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "flake" / name).write_bytes(content)
+    lab = nixcheck.evaluate("""{ flakeDir }: builtins.mapAttrs (name: host: {
+        inherit (host.config.system.build.toplevel) etcFiles units;
+      }) ((import (/. + flakeDir + "/flake.nix")).outputs { self = null; }).nixosConfigurations
+    """, flakeDir=str(tmp_path / "flake"))
+    units = {host: json.loads(lab[host]["units"]) for host in fleet.hosts}
+    settings = {host: json.loads(lab[host]["etcFiles"]).get("nix/settings.conf")
+                for host in fleet.hosts}
+
+    # As nix/lib/host-module.nix: the monitoring server serves, the hosts naming it use it.
+    assert [h for h in fleet.hosts if "nix-serve" in units[h]] == ["p620"]
+    assert units["p620"]["nix-serve"] == {
+        "description": "nix-serve binary cache (lab stand-in)", "port": 5000,
+        "execStart": "/usr/lib/nixfleet-lab/standins/nix-serve --listen :5000",
+        "serviceExtra": ["Environment=NIX_SECRET_KEY_FILE=/run/agenix/binary-cache-key"],
+        "type": "simple", "restart": "on-failure"}
+    assert settings["p620"] is None
+    for host in ("razer", "p510", "dex5550"):
+        assert settings[host] == ("substituters = http://p620:5000\n"
+                                  f"trusted-public-keys = {files['binary-cache.pub'].decode()}\n"
+                                  "connect-timeout = 5\n")
 
 
 # --- the lab activation's agenix part ---------------------------------------------------------

@@ -13,7 +13,10 @@ store path. It keeps the real semantics that deploys rely on:
 Units live in /run/systemd/system as links into the store, so a reboot activates the
 profile's generation afresh, as NixOS does.
 Between stopping and starting units, the part of NixOS's activation script the lab needs runs:
-the host's users and the secrets' groups (NixOS's users and groups), then agenix: each secret
+the host's users and the secrets' groups (NixOS's users and groups), then /etc (NixOS's
+setup-etc: /etc/static points at the generation's etc/, each of its environment.etc files,
+listed in etc.json, is a link /etc/NAME -> /etc/static/NAME, and links of files that the
+generation no longer has are removed), then agenix: each secret
 of the generation (agenix.json) is decrypted with the host key into /run/agenix.d/<N>, owner,
 group and mode set, and /run/agenix switched to it atomically. A secret that cannot be
 decrypted fails activation (exit 2, as NixOS's activation script does) and keeps the previous
@@ -32,6 +35,7 @@ from pathlib import Path
 PROFILE = Path("/nix/var/nix/profiles/system")
 UNIT_DIR = Path("/run/systemd/system")
 CURRENT = Path("/run/current-system")
+ETC = Path("/etc")
 BOOTED = Path("/run/booted-system")
 AGENIX = Path("/run/agenix")
 AGENIX_GENERATIONS = Path("/run/agenix.d")
@@ -136,10 +140,11 @@ def failed_units(units):
 
 
 def activation_script(toplevel):
-    """Users and groups, then agenix's secrets: 0, or 2 if a part failed (NixOS's exit code
-    when its activation script fails; units are still started)."""
+    """Users and groups, /etc, then agenix's secrets: 0, or 2 if a part failed (NixOS's exit
+    code when its activation script fails; units are still started)."""
     secrets = generation_secrets(toplevel)
     ok = ensure_users_and_groups(toplevel, secrets)
+    ok = install_etc(toplevel) and ok
     ok = install_secrets(secrets) and ok
     return 0 if ok else 2
 
@@ -189,6 +194,36 @@ def _run_ok(argv):
     if result.returncode != 0:
         log(f"{argv[0]} failed: {result.stderr.strip()}")
     return result.returncode == 0
+
+
+def install_etc(toplevel):
+    """NixOS's setup-etc: point /etc/static at the generation's etc/, link each of its
+    environment.etc files (etc.json) as /etc/NAME -> /etc/static/NAME, and remove the links
+    into /etc/static that lead nowhere now (files of an earlier generation)."""
+    static = ETC / "static"
+    try:
+        names = json.loads((toplevel / "etc.json").read_text())
+    except FileNotFoundError:
+        names = []  # a generation from before the lab had environment.etc
+    try:
+        link(toplevel / "etc", static)
+        for name in names:
+            path = ETC / name
+            if path.is_symlink() and os.readlink(path) == str(static / name):
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            link(static / name, path)
+        for directory, subdirectories, files in os.walk(ETC):
+            for entry in subdirectories + files:
+                path = Path(directory) / entry
+                if (path.is_symlink() and os.readlink(path).startswith(f"{static}/")
+                        and not path.exists()):
+                    log(f"removing obsolete symlink '{path}'...")
+                    path.unlink()
+    except OSError as error:
+        log(f"setting up /etc failed: {error}")
+        return False
+    return True
 
 
 def install_secrets(secrets):
