@@ -26,4 +26,5 @@ deploy = {
     "reboot": "never",
     "buildOn": "target",
     "checks": [],
+    "verify": True,
 }

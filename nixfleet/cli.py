@@ -1,7 +1,8 @@
 """The `nixfleet` command: inventory, generated files, deploys, facts, secrets, the lab.
 
 Each command is a module that registers its subparser: nixfleet/commands/ (inventory and
-generate, deploy, facts, check-syntax and check-nix) and nixfleet/secrets/cli.py; what they
+generate, deploy, facts, check-syntax and check-nix), nixfleet/secrets/cli.py and
+nixfleet/verify/cli.py; what they
 share (--inventory, --limit) is nixfleet/commands/options.py. Commands from outside the
 production code, the lab's (nixfleet/lab/cli.py), are found by their entry points (group
 `nixfleet.commands` in pyproject.toml), as targets are (nixfleet/target.py).
@@ -21,8 +22,9 @@ from nixfleet.commands import deploy, facts, inventory, monitoring, nix
 from nixfleet.commands.options import add_inventory_option
 from nixfleet.errors import NixfleetError
 from nixfleet.secrets import cli as secrets_cli
+from nixfleet.verify import cli as verify_cli
 
-COMMANDS = (inventory, deploy, facts, monitoring, nix, secrets_cli)
+COMMANDS = (inventory, deploy, facts, monitoring, nix, secrets_cli, verify_cli)
 ENTRY_POINT_GROUP = "nixfleet.commands"  # name = "module:register"
 
 

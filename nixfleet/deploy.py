@@ -7,6 +7,11 @@
 The summary (a table, and summary.json under .deploy-logs/<deploy id>/) lists every selected
 host: generation before -> after, result, closure difference, duration and reason. Hosts that
 could not be reached are listed too. Under `--dry` it says what would happen instead.
+
+After the last operation, the hosts a switch, test or boot with reboot changed are verified
+(nixfleet.verify: tests/fleet over pytest-testinfra, `deploy.verify` in data, off for one run
+with `--data no_verify=true`); a failed check fails its host, so pyinfra exits 1, and the
+summary names the check.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,9 +32,10 @@ from weakref import WeakKeyDictionary
 from pyinfra import host, inventory
 from pyinfra.api import State
 from pyinfra.api.operation import OperationMeta
-from pyinfra.api.state import StateStage
+from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_state
 
+from nixfleet.errors import NixfleetError
 from nixfleet.facts.deploy import HostDeployState
 from nixfleet.files import write_atomic
 from nixfleet.inventory import project_root
@@ -37,6 +44,7 @@ from nixfleet.operations import nixos
 from nixfleet.outcome import Action, HostOutcome, Result, StepOutcome
 from nixfleet.remote import protocol
 from nixfleet.target import Target, current_target
+from nixfleet.verify.report import HostVerification, Verification
 
 COLOURS = {Result.CHANGED: "green", Result.UNCHANGED: "cyan", Result.BUILT: "green",
            Result.WOULD_CHANGE: "yellow"}
@@ -49,6 +57,7 @@ class HostPlan:
     preview: HostOutcome  # what the facts say will happen
     noop: bool = False  # nothing to do (the facts say so): the preview is the outcome
     steps: list[StepOutcome] = field(default_factory=list)
+    verify: bool = False  # verified after the run when it changed the host
 
 
 class DeployRun:
@@ -59,6 +68,8 @@ class DeployRun:
         self.owner = f"{getpass.getuser()}@{socket.gethostname()}"
         self.state = state
         self.plans: dict[str, HostPlan] = {}
+        self.verification: Verification | None = None
+        state.add_callback_handler(_AfterTheLastOperation(self.verify))
 
     def record(self, host_name: str, step: StepOutcome) -> None:
         self.plans[host_name].steps.append(step)
@@ -78,7 +89,32 @@ class DeployRun:
                                   "not run (the host failed earlier; see above)")
         for step in plan.steps:
             outcome.after(step)
+        if self.verification is not None:
+            outcome.verification = self.verification.hosts.get(name)
         return outcome
+
+    def verify(self) -> None:
+        """Verify the hosts this run changed (where their plan asks for it); a host whose
+        verification fails becomes one of pyinfra's failed hosts."""
+        names = [o.host for o in self.outcomes()
+                 if o.result is Result.CHANGED and self.plans[o.host].verify]
+        self.verification = Verification()
+        if not names:
+            return
+        from nixfleet.verify.run import verify
+
+        print(f"nixfleet: verifying {', '.join(names)}", flush=True)
+        log = project_root() / ".deploy-logs" / self.deploy_id / "verify.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.verification = verify(project_root() / "inventory.py", names, log=log)
+        except NixfleetError as error:
+            self.verification = Verification(errors=[str(error)])
+            for name in names:
+                self.verification.hosts[name] = HostVerification(name)
+        failed = {name for name in names if not self.verification.ok
+                  and (self.verification.errors or not self.verification.hosts[name].ok)}
+        self.state.failed_hosts.update(h for h in self.state.inventory if h.name in failed)
 
     def outcomes(self) -> list[HostOutcome]:
         results = [self.outcome(name, plan) for name, plan in self.plans.items()]
@@ -94,7 +130,14 @@ class DeployRun:
         if not self.plans:
             return
         if self.executed:
+            late = self.verification is None  # pyinfra's --serial and --no-wait runs
+            if late:
+                self.verify()
             self.print_summary(self.outcomes(), f"nixfleet deploy {self.deploy_id}")
+            if late and not self.verification.ok:  # type: ignore[union-attr]
+                # pyinfra has set its exit status already; this run failed verification.
+                sys.stdout.flush()
+                os._exit(1)
         elif "--dry" in sys.argv:
             self.print_summary([p.preview for p in self.plans.values()],
                                "nixfleet deploy --dry: what would happen (nothing was changed)",
@@ -126,6 +169,16 @@ class DeployRun:
             if r.backup:
                 console.print(f"  {r.host}: kept what it replaced in {r.backup}",
                               highlight=False)
+            if r.verification is not None:
+                v = r.verification
+                console.print(f"  {r.host}: verified: " + (f"{v.passed} checks passed" if v.ok
+                              else f"{len(v.failures)} of {v.total} checks FAILED"),
+                              highlight=False)
+                for failure in v.failures:
+                    console.print(f"  {r.host}: FAILED {failure.check}: {failure.line}",
+                                  highlight=False)
+        for error in self.verification.errors if self.verification else []:
+            console.print(f"  verification: {error}", highlight=False)
         if write:
             path = project_root() / ".deploy-logs" / self.deploy_id / "summary.json"
             write_atomic(path, json.dumps([r.to_json() for r in results], indent=2) + "\n")
@@ -148,6 +201,20 @@ def _dash(value: object) -> str:
 
 
 _RUNS: WeakKeyDictionary[State, DeployRun] = WeakKeyDictionary()
+
+
+class _AfterTheLastOperation(BaseStateCallback):
+    """Calls `then` once every host has finished pyinfra's last operation."""
+
+    def __init__(self, then: Callable[[], None]) -> None:
+        self.then = then
+        self.last: str | None = None
+
+    def operation_end(self, state: State, op_hash: str) -> None:  # type: ignore[override]
+        if self.last is None:
+            self.last = state.get_op_order()[-1]
+        if op_hash == self.last:
+            self.then()
 
 
 def current_run() -> DeployRun:
@@ -182,9 +249,10 @@ def deploy(action: Action | str) -> None:
     """Queue this host's rebuild (called by deploy files, once per host), and what keeps it
     safe: the confirmation of a switch or test, and a reboot when asked for.
 
-    `--data no_rollback=true` turns rollback off; `--data reboot=true` builds the new
-    generation as the boot default and reboots into it (`deploy.reboot: auto` in data reboots
-    after a switch only when the kernel, initrd or modules changed).
+    `--data no_rollback=true` turns rollback off, `--data no_verify=true` the verification
+    after the run; `--data reboot=true` builds the new generation as the boot default and
+    reboots into it (`deploy.reboot: auto` in data reboots after a switch only when the
+    kernel, initrd or modules changed).
     """
     action = Action(action)
     run = current_run()
@@ -219,7 +287,10 @@ def deploy(action: Action | str) -> None:
         nix_config=target.nix_config(),
         **safety,
     )
-    run.plans[host.name] = HostPlan(action, rebuilt, preview, noop=plan.noop is not None)
+    verify = settings["verify"] and not _flag(host.data.get("no_verify")) and (
+        action.live or reboot_now)
+    run.plans[host.name] = HostPlan(action, rebuilt, preview, noop=plan.noop is not None,
+                                    verify=verify)
     if not plan.noop and rollback and action.live:
         nixos.confirm(name="confirm from a fresh SSH connection", rebuilt=rebuilt,
                       confirm_timeout=settings["confirmTimeout"], **safety)

@@ -326,6 +326,10 @@ class Deploy(Strict):
     # auto: reboot after the switch when the kernel, initrd or kernel modules changed.
     reboot: Literal["never", "auto"] = "never"
     checks: list[HealthCheck] = []
+    # Run post-deploy verification (tests/fleet, `nixfleet verify`) on the hosts a switch, test
+    # or boot with reboot changed; a failed check makes the deploy exit 1 (no rollback: the
+    # health gate decides that). `--data no_verify=true` turns it off for one run.
+    verify: bool = True
 
 
 class Host(Strict):

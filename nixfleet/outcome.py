@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from nixfleet.verify.report import HostVerification
+
 
 class Action(StrEnum):
     """nixos-rebuild's actions (and push, the flake alone), with what each one implies."""
@@ -99,6 +101,7 @@ class HostOutcome:
     drift: list[str] = field(default_factory=list)
     backup: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # seconds: lock, flake, build, ...
+    verification: HostVerification | None = None  # post-deploy verification, where it ran
 
     @property
     def closure_delta(self) -> str | None:
@@ -125,4 +128,5 @@ class HostOutcome:
             "closure_before": self.closure_before, "closure_after": self.closure_after,
             "closure_delta": self.closure_delta, "diff": self.diff, "would": self.would,
             "drift": self.drift, "backup": self.backup, "phases": self.phases,
+            "verification": self.verification and self.verification.to_json(),
         }

@@ -19,6 +19,15 @@ from nixfleet.facts.results import FactResult
 AGENIX_DIR = "/run/agenix"
 _SHA256 = re.compile(r"^([0-9a-f]{64}|-)$")
 _MODE = re.compile(r"^[0-7]{1,4}$")
+# What the fact runs (also post-deploy verification, over testinfra): parse_agenix_files reads it.
+AGENIX_FILES_COMMAND = (
+    f"d={AGENIX_DIR}; if [ -d $d ]; then"
+    ' t=$(readlink $d) && echo "generation ${t##*/}";'
+    ' for f in $d/*; do [ -e "$f" ] || [ -L "$f" ] || continue;'
+    ' s=$(sha256sum < "$f" 2>/dev/null) || s=-;'
+    ' printf "%s %s %s\\n" "${s%% *}" "$(stat -c "%U %G %a" "$f")" "${f##*/}";'
+    " done; fi; true"
+)
 
 
 @dataclass(frozen=True)
@@ -79,14 +88,7 @@ class AgenixFiles(FactBase[AgenixState]):
 
     @override
     def command(self) -> StringCommand:
-        return StringCommand(
-            f"d={AGENIX_DIR}; if [ -d $d ]; then"
-            ' t=$(readlink $d) && echo "generation ${t##*/}";'
-            ' for f in $d/*; do [ -e "$f" ] || [ -L "$f" ] || continue;'
-            ' s=$(sha256sum < "$f" 2>/dev/null) || s=-;'
-            ' printf "%s %s %s\\n" "${s%% *}" "$(stat -c "%U %G %a" "$f")" "${f##*/}";'
-            " done; fi; true"
-        )
+        return StringCommand(AGENIX_FILES_COMMAND)
 
     @override
     def process(self, output: list[str]) -> AgenixState:

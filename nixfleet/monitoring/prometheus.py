@@ -21,21 +21,23 @@ EVALUATION_INTERVAL = "15s"
 
 @dataclass(frozen=True)
 class ScrapeJob:
-    """One scrape job: its name, the ports.json key of its port, and which hosts it scrapes."""
+    """One scrape job: its name, the ports.json key of its port, which hosts it scrapes, and
+    the prefixes of the metric names its exporter serves."""
 
     name: str
     port: str
     interval: str
     scrapes: Callable[[Host], bool]
+    prefixes: tuple[str, ...]
 
 
 JOBS: tuple[ScrapeJob, ...] = (
     ScrapeJob("node-exporter", "nodeExporter", "15s",
-              lambda h: h.features.monitoring.features.nodeExporter),
+              lambda h: h.features.monitoring.features.nodeExporter, ("node_",)),
     ScrapeJob("nixos-exporter", "nixosExporter", "60s",
-              lambda h: h.features.monitoring.features.nixosMetrics),
+              lambda h: h.features.monitoring.features.nixosMetrics, ("nixos_", "nixfleet_gpu_")),
     ScrapeJob("systemd-exporter", "systemdExporter", "30s",
-              lambda h: h.features.monitoring.features.serviceMetrics),
+              lambda h: h.features.monitoring.features.serviceMetrics, ("systemd_",)),
 )
 # The original also scraped Ollama (:11434, 60s, where aiMetrics asks for it), but Ollama serves
 # no Prometheus metrics (its API is JSON; GET /metrics is 404), so that target was always down

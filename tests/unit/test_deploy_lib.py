@@ -9,6 +9,7 @@ import json
 import subprocess
 import tarfile
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -228,6 +229,11 @@ class _Operation:
     stderr_lines: list[str] = []
 
 
+@dataclass(frozen=True)
+class _Host:
+    name: str
+
+
 def _run(tmp_path, monkeypatch, stage):
     from types import SimpleNamespace
 
@@ -238,7 +244,9 @@ def _run(tmp_path, monkeypatch, stage):
 
     monkeypatch.setenv("NIXFLEET_INVENTORY", str(tmp_path / "inventory.py"))
     state = SimpleNamespace(current_stage=getattr(StateStage, stage),
-                            failed_hosts=[SimpleNamespace(name="p510")])
+                            failed_hosts={_Host("p510")}, callbacks=[],
+                            inventory=[_Host(n) for n in ("p620", "razer", "p510", "dex5550")])
+    state.add_callback_handler = state.callbacks.append
     run = DeployRun(state)  # type: ignore[arg-type]
     preview = HostOutcome("razer", Action.SWITCH, Result.WOULD_CHANGE, "would build, switch")
     run.plans["razer"] = HostPlan(Action.SWITCH, _Operation([  # type: ignore[arg-type]
@@ -251,6 +259,39 @@ def _run(tmp_path, monkeypatch, stage):
     run.plans["dex5550"] = HostPlan(Action.SWITCH, _Operation(None), preview)  # type: ignore[arg-type]
     run.record("razer", StepOutcome("confirmed over a fresh SSH connection"))
     return run
+
+
+def test_a_changed_host_is_verified_and_a_failed_check_fails_it(tmp_path, monkeypatch, capsys):
+    """After pyinfra's last operation, the hosts the run changed (with verify in their plan)
+    are verified; a failed check makes the host one of pyinfra's failed hosts (exit 1) and
+    joins the summary."""
+    from nixfleet.verify import run as verify_run
+    from nixfleet.verify.report import Failure, HostVerification, Verification
+
+    asked = []
+
+    def fake_verify(inventory, hosts, workers=None, junit=None, identities=(), log=None):
+        asked.append(list(hosts))
+        return Verification({"razer": HostVerification("razer", 20, [Failure(
+            "ollama: ollama serves the configured default model",
+            "default model mistral-small3.1:latest missing (has: none)")])})
+
+    monkeypatch.setattr(verify_run, "verify", fake_verify)
+    run = _run(tmp_path, monkeypatch, "Disconnect")
+    for plan in run.plans.values():
+        plan.verify = True
+    run.verify()  # what the callback does after the last operation
+    assert asked == [["razer"]]  # changed; p620 was unchanged, dex5550 never ran
+    assert {h.name for h in run.state.failed_hosts} == {"p510", "razer"}
+    run.finish()
+    out = capsys.readouterr().out
+    assert ("razer: FAILED ollama: ollama serves the configured default model: default model "
+            "mistral-small3.1:latest missing (has: none)") in out
+    rows = {r["host"]: r for r in json.loads(
+        (tmp_path / ".deploy-logs" / run.deploy_id / "summary.json").read_text())}
+    assert rows["razer"]["verification"]["ok"] is False
+    assert rows["razer"]["verification"]["failures"][0]["line"].startswith("default model")
+    assert rows["p620"]["verification"] is None
 
 
 def test_the_deploy_run_prints_one_summary_and_writes_typed_json(tmp_path, monkeypatch, capsys):

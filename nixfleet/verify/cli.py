@@ -1,0 +1,59 @@
+"""`nixfleet verify`: post-deploy verification of the selected hosts (pytest-testinfra over
+tests/fleet/, checks chosen per host from the inventory), a per-host table at the end naming
+each failed check in one line. Exit 1 when a check fails.
+
+    nixfleet verify [--limit PATTERN] [-n N] [--junit FILE] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nixfleet.commands.options import add_limit_option, inventory_path, load_fleet
+from nixfleet.errors import NixfleetError
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from nixfleet.verify.run import verify
+
+    if args.workers is not None and args.workers < 1:
+        raise NixfleetError(f"-n must be at least 1, got {args.workers}")
+    if args.junit and not Path(args.junit).resolve().parent.is_dir():
+        raise NixfleetError(f"--junit {args.junit}: its directory does not exist")
+    hosts = load_fleet(args).select(args.limit)
+    handle, name = tempfile.mkstemp(prefix="nixfleet-verify-", suffix=".log")
+    os.close(handle)
+    log = Path(name)
+    try:
+        result = verify(inventory_path(args), hosts, args.workers,
+                        Path(args.junit).resolve() if args.junit else None, args.identity, log)
+    except NixfleetError:
+        raise  # the log stays: the error names it
+    if result.ok:
+        log.unlink()
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print("\n".join(result.lines()))
+        if not result.ok:
+            print(f"pytest's output: {log}")
+    return 0 if result.ok else 1
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("verify", help="post-deploy verification (pytest-testinfra)",
+                                 description=__doc__)
+    add_limit_option(parser)
+    parser.add_argument("-n", dest="workers", type=int, metavar="N",
+                        help="hosts checked at once (default: every selected host, at most 8)")
+    parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
+    parser.add_argument("--json", action="store_true", help="the result as JSON")
+    parser.add_argument("-i", "--identity", action="append", default=[], metavar="PATH",
+                        help="SSH private key or age identity that decrypts the secrets, to "
+                             "check /run/agenix by hash (repeatable)")
+    parser.set_defaults(func=cmd_verify)

@@ -1,0 +1,58 @@
+"""How a command or a deploy runs the verification suite: pytest over tests/fleet/ of the
+configuration repository, the selected hosts in parallel (one pytest-xdist worker per host,
+each host's checks over its one connection), its result read back from the plugin's report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from nixfleet.errors import NixfleetError
+from nixfleet.verify.report import Verification
+
+SUITE = Path("tests") / "fleet"
+MAX_WORKERS = 8  # hosts checked at once by default
+
+
+def verify(inventory: Path, hosts: Sequence[str], workers: int | None = None,
+           junit: Path | None = None, identities: Sequence[str] = (),
+           log: Path | None = None) -> Verification:
+    """Run the suite on `hosts` (inventory names, already selected); its output goes to `log`
+    (default: discarded). Raise NixfleetError when the suite itself cannot run."""
+    suite = inventory.parent / SUITE
+    if not suite.is_dir():
+        raise NixfleetError(f"no verification suite: {suite} is missing")
+    if not hosts:
+        return Verification()
+    workers = min(len(hosts), MAX_WORKERS) if workers is None else workers
+    with tempfile.TemporaryDirectory(prefix="nixfleet-verify-") as scratch:
+        report = Path(scratch) / "report.json"
+        # Only the plugins the suite uses (autoloading every installed one costs each worker
+        # a third of a second).
+        argv = [sys.executable, "-m", "pytest", str(suite), "-q", "--tb=short",
+                "-p", "testinfra.plugin", "-p", "no:cacheprovider", f"--rootdir={inventory.parent}",
+                f"--fleet-inventory={inventory}", f"--hosts={','.join(hosts)}",
+                f"--verify-report={report}"]
+        argv += [f"--age-identity={i}" for i in identities]
+        if workers > 1:
+            argv += ["-p", "xdist.plugin", "-n", str(workers), "--dist", "loadgroup"]
+        if junit:
+            argv.append(f"--junitxml={junit}")
+        output = log.open("w") if log else subprocess.DEVNULL
+        try:
+            code = subprocess.run(argv, cwd=inventory.parent, stdout=output,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+                                  ).returncode
+        finally:
+            if log:
+                output.close()  # type: ignore[union-attr]
+        if code not in (0, 1) or not report.is_file():
+            where = f" (see {log})" if log else ""
+            raise NixfleetError(f"the verification suite could not run: pytest exited "
+                                f"{code}{where}")
+        return Verification.read(report)

@@ -1,0 +1,105 @@
+"""Hosts with monitoring: each exporter its features enable serves valid exposition with the
+metrics its dashboard uses, and its server's Prometheus scrapes it. The server: Prometheus,
+Alertmanager and Grafana up and wired together, as the inventory renders them."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+
+from nixfleet.monitoring import metrics as m
+from nixfleet.monitoring import read_ports
+from nixfleet.verify.expect import dashboard_uids, exporters, is_server, scrape_targets
+from tests.fleet.support import fetch, fetch_json, samples
+
+# The GPU tools' sources: a GPU that does not answer is the gpu checks' finding, not these.
+GPU_SOURCES = frozenset({"lspci", "nvidia-smi", "rocm-smi"})
+GRAFANA_PASSWORD = "/run/agenix/grafana-admin-password"
+
+
+def _exporters(spec, session):
+    return [(e.job, e) for e in exporters(spec, session.root)]
+
+
+@pytest.mark.fleet(each=_exporters, arg="exporter")
+def test_the_exporter_serves_its_metrics_and_is_scraped(host, spec, config_root, fleet_host,
+                                                        exporter):
+    url = f"http://localhost:{exporter.port}/metrics"
+    listening = host.socket.get_listening_sockets()
+    assert any(s.startswith("tcp://") and s.endswith(f":{exporter.port}") for s in listening), \
+        f"nothing listens on :{exporter.port}"
+    found = samples(fetch(host, url), url)
+    failing = {s.labels.get("source") for name in (m.NIXOS_SOURCE_ERROR, m.SYSTEMD_SOURCE_ERROR)
+               for s in found.get(name, []) if s.value}
+    assert not failing - GPU_SOURCES, f"sources failing: {', '.join(sorted(failing))}"
+    missing = [n for n in exporter.metrics if n not in found
+               and not (n.startswith("nixfleet_gpu_") and failing & GPU_SOURCES)]
+    assert not missing, f"missing what the dashboard reads: {', '.join(missing)}"
+    _scraped_by_its_server(host, spec, config_root, fleet_host, exporter)
+
+
+def _scraped_by_its_server(host, spec, config_root, fleet_host, exporter):
+    """Its server's Prometheus has the target up, or has not scraped it since the exporter
+    (re)started: a deploy that just restarted it is not a down target."""
+    server = spec.features.monitoring.serverHost or spec.name
+    want = (exporter.job, spec.name)
+    active = active_targets(fleet_host(server), read_ports(config_root), {want})
+    target = active.get(want)
+    assert target is not None, f"Prometheus on {server} has no {exporter.job} target for it"
+    if target["health"] == "up":
+        return
+    unit = next(u for u in ("prometheus-node-exporter", "nixfleet-nixos-exporter",
+                            "nixfleet-systemd-exporter") if u.endswith(exporter.job))
+    started = int(host.check_output(
+        f'date -d "$(systemctl show -P ActiveEnterTimestamp {unit})" +%s'))
+    scraped = datetime.fromisoformat(target["lastScrape"]).timestamp()
+    assert scraped < started, (f"Prometheus on {server} has it {target['health']}: "
+                               f"{target['lastError'] or 'no error given'}")
+
+
+def active_targets(server, ports, wanted, wait: float = 15) -> dict:
+    """(job, host) -> Prometheus' active target, waiting up to `wait` seconds for the wanted
+    ones (a Prometheus a deploy just restarted lists its targets a moment after it is ready)."""
+    deadline = time.monotonic() + wait
+    while True:
+        answer = fetch_json(server, f"http://localhost:{ports['prometheus']}"
+                                    "/api/v1/targets?state=active")
+        found = {(t["labels"].get("job"), t["labels"].get("host")): t
+                 for t in answer["data"]["activeTargets"]}
+        if wanted <= found.keys() or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+@pytest.mark.fleet(hosts=lambda spec, session: is_server(spec))
+def test_prometheus_is_ready_with_every_expected_target(host, spec, fleet, config_root):
+    ports = read_ports(config_root)
+    fetch(host, f"http://localhost:{ports['prometheus']}/-/ready")
+    want = scrape_targets(fleet, spec)
+    have = set(active_targets(host, ports, want))
+    assert have == want, (f"targets missing: {sorted(want - have)}, unexpected: "
+                          f"{sorted(have - want)}")
+
+
+@pytest.mark.fleet(hosts=lambda spec, session: is_server(spec)
+                   and spec.features.monitoring.features.alerting)
+def test_alertmanager_is_ready_and_prometheus_sends_to_it(host, config_root):
+    ports = read_ports(config_root)
+    fetch(host, f"http://localhost:{ports['alertmanager']}/-/ready")
+    answer = fetch_json(host, f"http://localhost:{ports['prometheus']}/api/v1/alertmanagers")
+    urls = [a["url"] for a in answer["data"]["activeAlertmanagers"]]
+    assert any(f":{ports['alertmanager']}/" in url for url in urls), \
+        f"Prometheus sends alerts to {urls or 'no Alertmanager'}"
+
+
+@pytest.mark.fleet(hosts=lambda spec, session: is_server(spec))
+def test_grafana_is_healthy_with_the_provisioned_dashboards(host, spec, fleet, config_root):
+    base = f"http://localhost:{read_ports(config_root)['grafana']}"
+    health = fetch_json(host, f"{base}/api/health")
+    assert health.get("database") == "ok", f"Grafana's database is {health.get('database')}"
+    found = {d["uid"] for d in fetch_json(host, f"{base}/api/search?type=dash-db",
+                                          auth_file=GRAFANA_PASSWORD)}
+    missing = dashboard_uids(fleet, spec) - found
+    assert not missing, f"dashboards not provisioned: {', '.join(sorted(missing))}"

@@ -1,0 +1,173 @@
+"""Post-deploy verification without hosts: which checks run where (from the inventory), the
+report and its table, the SSH config, and `nixfleet verify`'s bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from nixfleet.inventory import load_inventory_file
+from nixfleet.target import target_named
+from nixfleet.verify.plugin import check_name, one_line, ssh_config_text
+from nixfleet.verify.report import Failure, HostVerification, Verification
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A suite that needs no host: it checks the inventory's view only (spec), so what runs where
+# and what the report says can be seen without SSH.
+SUITE = '''
+import pytest
+
+
+@pytest.mark.fleet(hosts=lambda spec, session: spec.features.ai.ollama)
+def test_the_host_runs_ollama(spec):
+    assert spec.features.ai.ollama
+
+
+@pytest.mark.fleet(each=lambda spec, session: [(g.slot, g) for g in spec.gpus], arg="gpu")
+def test_its_gpu_is_not_intel(spec, gpu):
+    assert gpu.vendor != "intel", f"{gpu.slot} is an Intel GPU"
+
+
+@pytest.mark.fleet(hosts=lambda spec, session: False)
+def test_no_host_needs_this(spec):
+    raise AssertionError("never runs")
+
+
+def test_a_note(spec, note):
+    if spec.name == "p620":
+        note("reboot required")
+'''
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Path:
+    """A configuration repository (the real inventory) whose tests/fleet holds SUITE."""
+    for name in ("inventory.py", "known_hosts"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "group_data", tmp_path / "group_data")
+    fleet = tmp_path / "tests" / "fleet"
+    fleet.mkdir(parents=True)
+    (fleet / "conftest.py").write_text((ROOT / "tests" / "fleet" / "conftest.py").read_text())
+    (fleet / "test_demo.py").write_text(textwrap.dedent(SUITE))
+    return tmp_path
+
+
+def run_suite(repo: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    report = repo / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/fleet", "-p", "no:cacheprovider", "-q",
+         f"--verify-report={report}", *args],
+        cwd=repo, capture_output=True, text=True, timeout=120)
+    return result, json.loads(report.read_text()) if report.exists() else {}
+
+
+def test_each_check_runs_on_the_hosts_the_inventory_gives_it(suite):
+    result, report = run_suite(suite)
+    assert result.returncode == 1, result.stdout  # the Intel GPUs fail their check
+    hosts = {h["host"]: h for h in report["hosts"]}
+    # The Ollama check on p620 and p510 only (ai.ollama); the GPU check once per GPU (razer
+    # has two); the unmarked check everywhere.
+    assert {h: hosts[h]["passed"] + len(hosts[h]["failures"]) for h in hosts} == {
+        "p620": 3, "razer": 3, "p510": 3, "dex5550": 2}
+    assert "1 deselected" in result.stdout  # the check no host needs: left out, not skipped
+    assert "skipped" not in result.stdout
+    assert hosts["p620"]["notes"] == ["reboot required"] and hosts["razer"]["notes"] == []
+
+
+def test_a_failed_check_is_one_line_naming_host_and_check(suite):
+    result, report = run_suite(suite, "--hosts=nvidia")  # razer and p510
+    hosts = {h["host"]: h for h in report["hosts"]}
+    assert set(hosts) == {"razer", "p510"}
+    assert hosts["p510"]["ok"] and hosts["p510"]["passed"] == 3
+    assert hosts["razer"]["failures"] == [{
+        "check": "demo: its gpu is not intel (0000:00:02.0)",
+        "line": "0000:00:02.0 is an Intel GPU"}]
+    assert "  razer: demo: its gpu is not intel (0000:00:02.0): 0000:00:02.0 is an Intel GPU\n" \
+        in result.stdout
+    assert result.returncode == 1
+
+
+def test_an_unknown_host_pattern_is_one_clear_line(suite):
+    result, _ = run_suite(suite, "--hosts=nope")
+    assert result.returncode != 0
+    assert "--limit 'nope' matches no host or group" in result.stdout + result.stderr
+
+
+def test_the_report_table_names_each_failed_check_in_one_line():
+    result = Verification()
+    result.hosts["p620"] = HostVerification("p620", 26, notes=["reboot required"])
+    result.hosts["razer"] = HostVerification("razer", 20, [Failure(
+        "monitoring: the exporter serves its metrics and is scraped (nixos-exporter)",
+        "nothing listens on :9101")])
+    assert result.lines() == [
+        "host   checks  result",
+        "p620       26  ok (reboot required)",
+        "razer      21  FAILED 1",
+        "  razer: monitoring: the exporter serves its metrics and is scraped (nixos-exporter): "
+        "nothing listens on :9101",
+    ]
+    assert not result.ok
+    again = Verification.from_json(json.loads(json.dumps(result.to_json())))
+    assert again.lines() == result.lines()
+
+
+def test_check_names_read_like_sentences():
+    assert check_name("tests/fleet/test_ollama.py::test_ollama_serves_the_configured_default_"
+                      "model[p620]") == "ollama: ollama serves the configured default model"
+    assert check_name("tests/fleet/test_agenix.py::test_the_secret_is_in_place[p620-api-openai]"
+                      ) == "agenix: the secret is in place (api-openai)"
+
+
+def test_a_failure_is_one_line():
+    assert one_line(AssertionError("nothing listens on :9101\nassert False")) \
+        == "nothing listens on :9101"
+    assert one_line(RuntimeError("CommandResult(command=b'id -u', exit_status=255, ...)")) \
+        == "SSH failed (host unreachable or its key refused)"
+    assert one_line(KeyError("x")) == "KeyError: 'x'"
+
+
+def test_the_ssh_config_checks_host_keys_strictly_and_multiplexes():
+    fleet = load_inventory_file(ROOT / "inventory.py", target_named("lab"))
+    text = ssh_config_text(fleet, ["razer"], Path("/tmp/control"))
+    data = fleet.host_data["razer"]
+    assert text.splitlines()[:4] == ["Host razer", f"  HostName {data['ssh_hostname']}",
+                                     "  Port 22", "  User root"]
+    for line in ("StrictHostKeyChecking yes", "BatchMode yes", "ControlMaster auto",
+                 "ControlPath /tmp/control/%C", f"IdentityFile {data['ssh_key']}",
+                 f"UserKnownHostsFile {data['ssh_known_hosts_file']}"):
+        assert f"  {line}\n" in text
+
+
+def nixfleet(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nixfleet", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--limit", "nope"], "nixfleet: error: --limit 'nope' matches no host or group"),
+    (["-n", "0"], "nixfleet: error: -n must be at least 1, got 0"),
+    (["--junit", "/nonexistent/dir/report.xml"],
+     "nixfleet: error: --junit /nonexistent/dir/report.xml: its directory does not exist"),
+])
+def test_verify_refuses_bad_input_in_one_line(args, message):
+    result = nixfleet("verify", *args)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
+    assert result.stdout == ""
+
+
+def test_verify_without_a_suite_says_so(tmp_path):
+    for name in ("inventory.py", "known_hosts"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "group_data", tmp_path / "group_data")
+    result = nixfleet("verify", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == (f"nixfleet: error: no verification suite: "
+                             f"{tmp_path / 'tests' / 'fleet'} is missing\n")
