@@ -103,6 +103,10 @@ _HOSTS: list[tuple[str, dict]] = [
                   "vendorId": "10de", "deviceId": "1c30", "slot": "0000:02:00.0",
                   "driver": "nvidia", "vramMiB": 5120,
                   "uuid": "GPU-0d6c2a7e-8b3f-4c21-b7e4-91a2f0c3d5e6"}],
+        # Pascal: the stable driver of nixos-26.05 (595) no longer drives it, the 580 legacy
+        # branch does (nixfleet/nvidia.py).
+        "graphics": {"videoDriver": "nvidia", "compute": "cuda", "nvidiaPackage": "legacy_580",
+                     "nvidiaOpen": False},
         "users": [_ADMIN],
         "features": {
             "development": _DEVELOPMENT,

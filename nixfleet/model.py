@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from nixfleet import nvidia
 from nixfleet.errors import InventoryError
 
 HardwareClass = Literal["amd", "nvidia", "intel"]
@@ -217,13 +218,29 @@ class Gpu(Strict):
     uuid: str | None = None
     gfx: str | None = None
 
+    @model_validator(mode="after")
+    def _nvidia_architecture_known(self) -> Gpu:
+        if self.vendor == "nvidia" and self.architecture is None:
+            raise ValueError(
+                f"model: cannot tell the NVIDIA architecture of {self.model!r}; name the GPU as "
+                "lspci does, chip first (e.g. 'GP106GL [Quadro P2000]')"
+            )
+        return self
+
+    @property
+    def architecture(self) -> nvidia.Architecture | None:
+        """An NVIDIA GPU's architecture, from the chip in its pci.ids name (None otherwise)."""
+        return nvidia.architecture(self.model) if self.vendor == "nvidia" else None
+
 
 class Graphics(Strict):
     """Per hardware class (group_data/<class>.py): driver and compute stack."""
 
     videoDriver: Literal["amdgpu", "nvidia", "modesetting"]
     compute: Literal["rocm", "cuda", "none"]
-    nvidiaPackage: Literal["stable", "beta", "production", "latest", "legacy_470"] | None = None
+    # An attribute of nixpkgs' nvidiaPackages; it must support every NVIDIA GPU of the host
+    # (nixfleet/nvidia.py). None: the module's default, stable.
+    nvidiaPackage: nvidia.NvidiaBranch | None = None
     nvidiaOpen: bool = False
     mediaDriver: str | None = None
 
@@ -362,10 +379,33 @@ class Host(Strict):
             )
         if self.gpus and not any(g.vendor == self.hardware_class for g in self.gpus):
             raise ValueError(f"gpus: no {self.hardware_class} GPU listed for this class")
+        self._nvidia_driver_supports_the_gpus()
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError("users: duplicate user name")
         return self
+
+    def _nvidia_driver_supports_the_gpus(self) -> None:
+        if self.graphics.videoDriver != "nvidia":
+            return
+        name = self.graphics.nvidiaPackage or nvidia.DEFAULT_BRANCH
+        branch = nvidia.BRANCHES[name]
+        for gpu in self.gpus:
+            arch = gpu.architecture
+            if arch is None:
+                continue
+            if not branch.supports(arch):
+                choices = nvidia.branches_for(arch)
+                hint = f"; use {choices[0]}" if choices else ""
+                raise ValueError(
+                    f"graphics.nvidiaPackage: {name} (the {branch.series} driver) does not "
+                    f"support the {gpu.model} ({arch.capitalize()}){hint}"
+                )
+            if self.graphics.nvidiaOpen and not nvidia.open_modules_support(arch):
+                raise ValueError(
+                    f"graphics.nvidiaOpen: NVIDIA's open kernel modules need Turing or newer; "
+                    f"the {gpu.model} is {arch.capitalize()}"
+                )
 
     @property
     def address(self) -> str:

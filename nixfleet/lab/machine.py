@@ -38,6 +38,7 @@ from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet
 from nixfleet.lab.supervise import CGROUP_ROOTS
 from nixfleet.lab.target import lab_flake_files
 from nixfleet.model import Host
+from nixfleet.nvidia import NvidiaBranch
 from nixfleet.ssh import ssh_argv
 
 HERE = Path(__file__).resolve().parent
@@ -45,9 +46,13 @@ HERE = Path(__file__).resolve().parent
 LAB_PYTHON = "usr/lib/nixfleet-lab/python"
 EXPORTER_MODULES = ("__init__.py", "exporters/", "facts/__init__.py", "facts/results.py",
                     "facts/parsers/")
-# Version strings the nvidia-smi stand-in reports for each driver branch of group data.
-NVIDIA_DRIVER_VERSIONS = {"stable": "565.77", "production": "550.144.03", "beta": "570.86.16",
-                          "latest": "570.86.16", "legacy_470": "470.256.02"}
+# The driver version the nvidia-smi stand-in reports for each branch (nixfleet.nvidia.BRANCHES):
+# a release of the branch's series on nixos-26.05 (production 595.80: nixpkgs PR #524944;
+# legacy_580 580.178.04: PR #549211; legacy_470 470.256.02: PR #317207). beta and latest are
+# never older than production; the stand-in reports production's.
+NVIDIA_DRIVER_VERSIONS: dict[NvidiaBranch, str] = {
+    "stable": "595.80", "production": "595.80", "beta": "595.80", "latest": "595.80",
+    "legacy_580": "580.178.04", "legacy_470": "470.256.02"}
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 REQUIRED_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",

@@ -32,7 +32,7 @@ let
       attrsOf = typeFn "attrsOf";
       lazyAttrsOf = typeFn "lazyAttrsOf";
       nullOr = typeFn "nullOr";
-      enum = typeFn "enum";
+      enum = values: type "enum" // { inherit values; };
       strMatching = typeFn "strMatching";
       either = a: b: type "either";
       oneOf = typeFn "oneOf";

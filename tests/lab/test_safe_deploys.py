@@ -187,9 +187,11 @@ def test_reboot_auto_reboots_only_when_the_kernel_side_changed(repo):
     deploy(repo, "switch", "--limit", "p510", "--limit", "dex5550")
     boot_ids = {h: on(h, "cat /proc/sys/kernel/random/boot_id").stdout for h in ("p510", "dex5550")}
     set_deploy(repo, reboot="auto")
-    nvidia = repo / "group_data" / "nvidia.py"
-    nvidia.write_text(nvidia.read_text().replace('"nvidiaPackage": "stable"',
-                                                 '"nvidiaPackage": "production"'))
+    # p510's Quadro P2000 (Pascal) moves from the 580 to the 470 driver, which also drives it.
+    inventory = repo / "inventory.py"
+    assert '"nvidiaPackage": "legacy_580"' in inventory.read_text()
+    inventory.write_text(inventory.read_text().replace('"nvidiaPackage": "legacy_580"',
+                                                       '"nvidiaPackage": "legacy_470"'))
     add_fault(repo, "dex5550", {"web-demo": {"execStart": "/bin/sleep infinity"}})
     try:
         result, summary = deploy(repo, "switch", "--limit", "p510", "--limit", "dex5550")
@@ -199,7 +201,7 @@ def test_reboot_auto_reboots_only_when_the_kernel_side_changed(repo):
         assert on("p510", "cat /proc/sys/kernel/random/boot_id").stdout != boot_ids["p510"]
         assert on("dex5550", "cat /proc/sys/kernel/random/boot_id").stdout == boot_ids["dex5550"]
         booted = on("p510", "readlink -f /run/booted-system/kernel-modules").stdout
-        assert "nvidia-production" in booted
+        assert "nvidia-legacy_470" in booted
         assert booted == on("p510", "readlink -f /run/current-system/kernel-modules").stdout
     finally:
         nixfleet("lab", "reset", "p510")

@@ -61,6 +61,16 @@ def test_values_of_the_reference_fleet(root):
     assert "ollama" not in dex.features.ai.providers.enabled
 
 
+def test_each_nvidia_gpu_gets_a_driver_branch_that_supports_it(root):
+    fleet = load_inventory_file(root / "inventory.py")
+    razer, p510 = fleet.hosts["razer"], fleet.hosts["p510"]
+    assert [g.architecture for g in razer.gpus] == [None, "turing"]
+    assert razer.graphics.nvidiaPackage == "stable"
+    # p510's Quadro P2000 is Pascal, which nixos-26.05's stable (595) driver no longer drives.
+    assert [g.architecture for g in p510.gpus] == ["pascal"]
+    assert p510.graphics.nvidiaPackage == "legacy_580"
+
+
 def test_limit_selects_with_pyinfra_rules(root):
     fleet = load_inventory_file(root / "inventory.py")
     assert fleet.select(["nvidia"]) == ["razer", "p510"]
@@ -191,6 +201,25 @@ def _break_missing_server(entries):
     del entry(entries, "razer")["features"]["monitoring"]["serverHost"]
 
 
+def _break_pascal_on_stable(entries):
+    entry(entries, "p510")["graphics"]["nvidiaPackage"] = "stable"
+
+
+def _break_pascal_open_modules(entries):
+    entry(entries, "p510")["graphics"]["nvidiaOpen"] = True
+
+
+def _break_ada_on_legacy_470(entries):
+    razer = entry(entries, "razer")
+    razer["gpus"][1]["model"] = "AD106M [GeForce RTX 4070 Max-Q / Mobile]"
+    razer["graphics"] = {"videoDriver": "nvidia", "compute": "cuda",
+                         "nvidiaPackage": "legacy_470"}
+
+
+def _break_nvidia_model_without_chip(entries):
+    entry(entries, "razer")["gpus"][1]["model"] = "GeForce RTX 2070 Mobile"
+
+
 BAD_DATA = [
     (_break_monitoring_typo,
      "host razer: features.monitoring.mdoe: unknown field (did you mean 'mode'?)"),
@@ -210,6 +239,16 @@ BAD_DATA = [
     (_break_unknown_top_level, "host p620: featurs: unknown field (did you mean 'features'?)"),
     (_break_missing_server, "host razer: features.monitoring.serverHost: a monitoring client "
                             "needs one"),
+    (_break_pascal_on_stable, "host p510: graphics.nvidiaPackage: stable (the 595 driver) does "
+                              "not support the GP106GL [Quadro P2000] (Pascal); use legacy_580"),
+    (_break_pascal_open_modules, "host p510: graphics.nvidiaOpen: NVIDIA's open kernel modules "
+                                 "need Turing or newer; the GP106GL [Quadro P2000] is Pascal"),
+    (_break_ada_on_legacy_470,
+     "host razer: graphics.nvidiaPackage: legacy_470 (the 470 driver) does not support the "
+     "AD106M [GeForce RTX 4070 Max-Q / Mobile] (Ada); use stable"),
+    (_break_nvidia_model_without_chip,
+     "host razer: gpus.1: model: cannot tell the NVIDIA architecture of 'GeForce RTX 2070 "
+     "Mobile'; name the GPU as lspci does, chip first (e.g. 'GP106GL [Quadro P2000]')"),
 ]
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from nixfleet import nvidia
 from nixfleet.errors import NixfleetError
+from nixfleet.inventory import load_inventory_file
 from nixfleet.lab import config, machine
 
 
@@ -35,3 +37,17 @@ def test_the_inotify_limit_grows_with_the_host_count(tmp_path, monkeypatch):
     limit.write_text("100000\n")
     machine._raise_inotify_limit(32)
     assert limit.read_text() == "100000\n"  # never lowered
+
+
+def test_the_nvidia_smi_stand_in_knows_a_version_of_every_driver_branch():
+    assert set(machine.NVIDIA_DRIVER_VERSIONS) == set(nvidia.BRANCHES)
+    for name, version in machine.NVIDIA_DRIVER_VERSIONS.items():
+        assert version.split(".")[0] == nvidia.BRANCHES[name].series, name
+
+
+def test_p510_reports_the_legacy_580_driver(root, monkeypatch):
+    monkeypatch.setenv("NIXFLEET_TARGET", "fleet")
+    p510 = load_inventory_file(root / "inventory.py").hosts["p510"]
+    description = machine.hardware_description(p510)
+    assert description["nvidiaDriverVersion"].startswith("580.")
+    assert [g["model"] for g in description["gpus"]] == ["GP106GL [Quadro P2000]"]

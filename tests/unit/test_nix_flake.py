@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from pydantic import BaseModel
@@ -18,6 +18,7 @@ from nixfleet import cli, nixcheck
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.model import Features
+from nixfleet.nvidia import NvidiaBranch
 
 pytestmark = pytest.mark.skipif(shutil.which("nix-instantiate") is None,
                                 reason="needs nix-instantiate (any Nix 2.x)")
@@ -137,10 +138,22 @@ def test_hardware_data_reaches_the_hardware_modules(root):
                                        "hsaOverrideGfxVersion": "11.0.0"}
     assert hardware["razer"]["nvidia"]["prime"] == {
         "sync": True, "intelBusId": "PCI:0:2:0", "nvidiaBusId": "PCI:1:0:0"}
-    assert hardware["p510"]["nvidia"]["package"] == "stable"
+    assert hardware["razer"]["nvidia"]["package"] == "stable"
+    assert hardware["p510"]["nvidia"]["package"] == "legacy_580"
     assert hardware["p510"]["nvidia"]["prime"]["sync"] is False
     assert hardware["dex5550"]["intel"] == {"enable": True, "mediaDriver": "intel-media-driver"}
     assert [h for h in HOSTS if hardware[h]["nvidia"]["enable"]] == ["razer", "p510"]
+
+
+def test_the_nvidia_module_offers_exactly_the_model_s_driver_branches(root):
+    """The enum the NixOS module checks host data against is the model's NvidiaBranch, whose
+    architecture table (nixfleet/nvidia.py) the model checks each GPU against."""
+    branches = nixcheck.evaluate("""{ file, stubs }:
+      ((import (/. + file)) (import (/. + stubs))).options.nixfleet.hardware.nvidia.package
+        .type.values""", file=str(root / "nix" / "modules" / "hardware" / "nvidia.nix"),
+        stubs=str(nixcheck.EXPRESSIONS / "stub-module-args.nix"))
+    assert branches == list(get_args(NvidiaBranch))
+    assert "legacy_580" in branches
 
 
 def test_the_monitoring_server_is_the_binary_cache_and_its_clients_use_it(root):

@@ -20,12 +20,16 @@ in
 {
   options.nixfleet.hardware.nvidia = {
     enable = mkEnableOption "an NVIDIA GPU with the proprietary driver";
+    # The model's NvidiaBranch (nixfleet/nvidia.py), which also knows which GPU architectures
+    # each branch supports: on nixos-26.05 stable is the 595 driver (Turing and newer),
+    # legacy_580 the last for Maxwell, Pascal and Volta, legacy_470 the last for Kepler.
     package = mkOption {
       type = types.enum [
         "stable"
         "beta"
         "production"
         "latest"
+        "legacy_580"
         "legacy_470"
       ];
       default = "stable";
