@@ -56,16 +56,24 @@
 
       nixosModules.default = ./modules;
 
+      # nixfleet-host: what the hosts run (exporters, ai-cli; modules/base.nix's
+      # nixfleet.package). nixfleet: the deployer, for a nixpkgs that has python3Packages.pyrage
+      # (nixpkgs 26.05 does not: install the deployer with pip, see README.md).
       overlays.default = final: prev: {
-        nixfleet = final.python3Packages.callPackage ./pkgs/nixfleet.nix { };
+        nixfleet-host = final.python3Packages.callPackage ./pkgs/nixfleet-host.nix { };
+        nixfleet = final.python3Packages.callPackage ./pkgs/nixfleet.nix {
+          pyrage =
+            final.python3Packages.pyrage
+              or (throw "nixfleet (the deployer) needs python3Packages.pyrage, which nixpkgs does not have; add it with an overlay or install the deployer with pip");
+        };
       };
 
       packages.${system} = {
-        nixfleet = pkgs.python3Packages.callPackage ./pkgs/nixfleet.nix { };
-        default = self.packages.${system}.nixfleet;
+        nixfleet-host = pkgs.python3Packages.callPackage ./pkgs/nixfleet-host.nix { };
+        default = self.packages.${system}.nixfleet-host;
       };
 
       # `nix flake check` evaluates every nixosConfiguration; this also builds the package.
-      checks.${system}.nixfleet = self.packages.${system}.nixfleet;
+      checks.${system}.nixfleet-host = self.packages.${system}.nixfleet-host;
     };
 }

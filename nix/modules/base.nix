@@ -1,4 +1,4 @@
-# What every fleet host shares: flakes, SSH for the deployer, the nixfleet package.
+# What every fleet host shares: flakes, SSH for the deployer, the hosts' nixfleet package.
 {
   config,
   lib,
@@ -14,7 +14,8 @@ in
     base.enable = mkEnableOption "the settings every fleet host shares" // {
       default = true;
     };
-    package = mkPackageOption pkgs "nixfleet" {
+    # The hosts' build of this repository (../pkgs/nixfleet-host.nix), not the deployer's.
+    package = mkPackageOption pkgs "nixfleet-host" {
       extraDescription = "It provides the exporters and ai-cli; the flake's overlay adds it to pkgs.";
     };
   };

@@ -1,5 +1,7 @@
-# This repository's Python package (nixfleet CLI, exporters, ai-cli), built from the source
-# beside the flake. Name and version come from pyproject.toml, so they are written once.
+# This repository's Python package as the deployer installs it (the nixfleet CLI and everything
+# it needs), built from the source beside the flake. Name and version come from pyproject.toml,
+# so they are written once. pyrage is not in nixpkgs (26.05): the flake's overlay passes it
+# from python3Packages only where an overlay adds it. The hosts get ./nixfleet-host.nix.
 {
   lib,
   buildPythonApplication,
