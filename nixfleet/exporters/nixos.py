@@ -110,6 +110,11 @@ class Host:
         return None if self.root == "/" else self.root
 
 
+# The running and booted system (a few readlinks) is read this often at most, so a switch or a
+# reboot shows within seconds (post-deploy verification compares reboot_required with them).
+SYSTEM_INTERVAL = 5.0
+
+
 def sources(host: Host, interval: float, store_interval: float) -> list[Source]:
     """Every source of the NixOS exporter.
 
@@ -126,7 +131,7 @@ def sources(host: Host, interval: float, store_interval: float) -> list[Source]:
                generation_samples, interval),
         Source("system",
                lambda: parse_system_links(run("readlink", system_links_command(host.path("/run")))),
-               system_samples, interval),
+               system_samples, min(interval, SYSTEM_INTERVAL)),
         Source("deploy", lambda: read_last_deploy(host.path(LAST_DEPLOY)), deploy_samples,
                interval),
         Source("nix_daemon",

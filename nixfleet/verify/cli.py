@@ -50,7 +50,7 @@ def register(commands: Any) -> None:
                                  description=__doc__)
     add_limit_option(parser)
     parser.add_argument("-n", dest="workers", type=int, metavar="N",
-                        help="hosts checked at once (default: every selected host, at most 8)")
+                        help="hosts checked at once (default: every selected host, at most 32)")
     parser.add_argument("--junit", metavar="FILE", help="also write a JUnit XML report")
     parser.add_argument("--json", action="store_true", help="the result as JSON")
     parser.add_argument("-i", "--identity", action="append", default=[], metavar="PATH",

@@ -31,8 +31,16 @@ import pytest
 
 from nixfleet.inventory import Fleet, load_inventory_file, project_root
 from nixfleet.model import Host
+from nixfleet.verify.hostrun import MAX_AT_ONCE, run_forked
 from nixfleet.verify.report import Failure, Verification
 
+# What tests/fleet/conftest.py takes in: the hooks and fixtures (a conftest below the rootdir
+# cannot name a plugin in pytest_plugins).
+__all__ = [
+    "config_root", "fleet", "fleet_host", "host", "note", "pytest_addoption",
+    "pytest_collection_modifyitems", "pytest_configure", "pytest_generate_tests",
+    "pytest_runtest_makereport", "pytest_runtestloop", "spec", "verify_session",
+]
 HOST_KEY = "verify_host"
 NOTE_KEY = "verify_note"
 CONTROL_PERSIST = 30  # seconds an idle multiplexed connection stays open
@@ -50,6 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "them (repeatable; default as `nixfleet secrets`)")
     group.addoption("--verify-report", metavar="PATH",
                     help="write the per-host result as JSON here")
+    group.addoption("--fleet-workers", type=int, metavar="N",
+                    help=f"hosts checked at once, each in a process forked after collection "
+                         f"(default: every selected host, at most {MAX_AT_ONCE}; 1: in turn)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -79,15 +90,26 @@ class VerifySession:
         self.identities = identities
         self._ssh_config: Path | None = None
         self._hosts: dict[str, Any] = {}
+        self._unreachable: dict[str, str] = {}  # host -> why
 
     def testinfra_host(self, name: str) -> Any:
+        """The host's testinfra connection; a host that does not answer fails each check at
+        once with the same line (not after a connect timeout per command)."""
         import testinfra
 
         if name not in self._hosts:
             data = self.fleet.host_data[name]
-            self._hosts[name] = testinfra.get_host(
+            host = testinfra.get_host(
                 f"ssh://{name}", ssh_config=str(self.ssh_config()), controlpersist=0,
                 sudo=(data.get("ssh_user") or "root") != "root")
+            try:
+                host.run("true")
+                self._hosts[name] = host
+            except RuntimeError as error:  # ssh's exit 255
+                stderr = getattr(error.args[0], "stderr", "") if error.args else ""
+                self._unreachable[name] = (stderr.strip().splitlines() or ["no answer"])[-1]
+        if name in self._unreachable:
+            pytest.fail(f"unreachable over SSH: {self._unreachable[name]}", pytrace=False)
         return self._hosts[name]
 
     def ssh_config(self) -> Path:
@@ -157,8 +179,8 @@ def _every(spec: Host, session: VerifySession) -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A check no selected host needs is left out (not skipped); each host's checks run in one
-    pytest-xdist worker (--dist loadgroup), over that host's one connection."""
+    """A check no selected host needs is left out (not skipped); under pytest-xdist each
+    host's checks stay in one worker (--dist loadgroup), over that host's one connection."""
     kept, dropped = [], []
     for item in items:
         params = getattr(item, "callspec", None)
@@ -172,6 +194,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """The hosts side by side: each host's checks in a process of its own (nixfleet.verify.
+    hostrun), unless pytest-xdist distributes them or one host (or --fleet-workers 1) is
+    checked."""
+    config = session.config
+    if (config.option.collectonly or session.testsfailed or hasattr(config, "workerinput")
+            or getattr(config.option, "dist", "no") != "no"):
+        return None
+    groups: dict[str, list[pytest.Item]] = {}
+    for item in session.items:
+        params = getattr(item, "callspec", None)
+        groups.setdefault(str(params.params.get("host_name", "")) if params else "",
+                          []).append(item)
+    at_once = config.getoption("fleet_workers") or min(len(groups), MAX_AT_ONCE)
+    if at_once <= 1 or len(groups) <= 1:
+        return None
+    run_forked(session, list(groups.values()), at_once)
+    return True
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -240,6 +283,8 @@ def one_line(error: BaseException) -> str:
         return text.splitlines()[0] if text else "assertion failed"
     if type(error).__name__ == "RuntimeError" and "exit_status=255" in text:
         return "SSH failed (host unreachable or its key refused)"
+    if type(error).__name__ == "Failed":  # pytest.fail(): its message is the line
+        return text.splitlines()[0] if text else "failed"
     first = text.splitlines()[0] if text else ""
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
 

@@ -79,6 +79,9 @@ class Verification:
             notes = f" ({', '.join(h.notes)})" if h.notes else ""
             out.append(f"{h.host:<{width}}  {h.total:>6}  {result}{notes}")
         for h in self.hosts.values():
+            if len(h.failures) > 1 and not h.passed and len({f.line for f in h.failures}) == 1:
+                out.append(f"  {h.host}: every check ({len(h.failures)}): {h.failures[0].line}")
+                continue
             out += [f"  {h.host}: {f.check}: {f.line}" for f in h.failures]
         out += [f"  error: {e}" for e in self.errors]
         return out

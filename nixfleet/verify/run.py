@@ -1,6 +1,6 @@
 """How a command or a deploy runs the verification suite: pytest over tests/fleet/ of the
-configuration repository, the selected hosts in parallel (one pytest-xdist worker per host,
-each host's checks over its one connection), its result read back from the plugin's report."""
+configuration repository, the selected hosts side by side (a process per host, forked after
+collection: nixfleet.verify.hostrun), its result read back from the plugin's report."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from nixfleet.errors import NixfleetError
 from nixfleet.verify.report import Verification
 
 SUITE = Path("tests") / "fleet"
-MAX_WORKERS = 8  # hosts checked at once by default
 
 
 def verify(inventory: Path, hosts: Sequence[str], workers: int | None = None,
@@ -28,7 +27,6 @@ def verify(inventory: Path, hosts: Sequence[str], workers: int | None = None,
         raise NixfleetError(f"no verification suite: {suite} is missing")
     if not hosts:
         return Verification()
-    workers = min(len(hosts), MAX_WORKERS) if workers is None else workers
     with tempfile.TemporaryDirectory(prefix="nixfleet-verify-") as scratch:
         report = Path(scratch) / "report.json"
         # Only the plugins the suite uses (autoloading every installed one costs each worker
@@ -38,8 +36,8 @@ def verify(inventory: Path, hosts: Sequence[str], workers: int | None = None,
                 f"--fleet-inventory={inventory}", f"--hosts={','.join(hosts)}",
                 f"--verify-report={report}"]
         argv += [f"--age-identity={i}" for i in identities]
-        if workers > 1:
-            argv += ["-p", "xdist.plugin", "-n", str(workers), "--dist", "loadgroup"]
+        if workers is not None:
+            argv.append(f"--fleet-workers={workers}")
         if junit:
             argv.append(f"--junitxml={junit}")
         output = log.open("w") if log else subprocess.DEVNULL

@@ -79,8 +79,16 @@ def test_prometheus_is_ready_with_every_expected_target(host, spec, fleet, confi
     fetch(host, f"http://localhost:{ports['prometheus']}/-/ready")
     want = scrape_targets(fleet, spec)
     have = set(active_targets(host, ports, want))
-    assert have == want, (f"targets missing: {sorted(want - have)}, unexpected: "
-                          f"{sorted(have - want)}")
+    assert have == want, "; ".join(
+        f"{len(targets)} {what}: {few(targets)}"
+        for what, targets in (("missing", want - have), ("unexpected", have - want)) if targets)
+
+
+def few(targets: set[tuple[str, str]], shown: int = 3) -> str:
+    """"nixos-exporter on razer, ... (and 4 more)": one line, however many."""
+    named = [f"{job} on {host}" for job, host in sorted(targets)]
+    more = f" (and {len(named) - shown} more)" if len(named) > shown else ""
+    return ", ".join(named[:shown]) + more
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: is_server(spec)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from nixfleet.exporters.nixos import SYSTEM_INTERVAL
 from nixfleet.facts.parsers.nix import SYSTEM_PROFILE
 from nixfleet.monitoring import metrics as m
 from nixfleet.verify.expect import exporters
@@ -45,8 +48,16 @@ def test_the_booted_system_matches_or_a_reboot_is_required(host, spec, config_ro
         return
     note("reboot required")
     nixos = [e for e in exporters(spec, config_root) if e.job == "nixos-exporter"]
-    if nixos:  # the exporter must say so too (RebootRequired reads it)
-        url = f"http://localhost:{nixos[0].port}/metrics"
+    if not nixos:
+        return
+    # The exporter must say so too (RebootRequired reads it); it reads the system every
+    # SYSTEM_INTERVAL seconds, so right after a switch it may take that long.
+    url = f"http://localhost:{nixos[0].port}/metrics"
+    deadline = time.monotonic() + SYSTEM_INTERVAL * 2
+    while True:
         value = [s.value for s in samples(fetch(host, url), url).get(m.NIXOS_REBOOT_REQUIRED, [])]
-        assert value == [1.0], ("the booted kernel, initrd or modules differ from the current "
-                                f"system's, but the NixOS exporter reports reboot_required {value}")
+        if value == [1.0] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert value == [1.0], ("the booted kernel, initrd or modules differ from the current "
+                            f"system's, but the NixOS exporter reports reboot_required {value}")

@@ -346,8 +346,11 @@ def test_scrapes_never_run_a_command_and_the_store_is_read_on_its_own_interval(h
         scrape(registry)
     assert len(host.calls()) == after_first_read
 
+    clock.now = 5  # the running and booted system is read most often
+    assert refresher.refresh_due() == 5
+    assert len(host.calls("systemctl")) == 1  # only the system was due
     clock.now = 30  # the cheap sources are due, the store is not
-    assert refresher.refresh_due() == 30
+    assert refresher.refresh_due() == 5  # the system's next read
     assert len(host.calls("systemctl")) == 2 and len(host.calls("lspci")) == 2
     assert len(host.calls("nix")) == 1 and len(host.calls("nix-store")) == 1
     clock.now = 300

@@ -94,6 +94,49 @@ def test_a_failed_check_is_one_line_naming_host_and_check(suite):
     assert result.returncode == 1
 
 
+def test_each_host_is_checked_in_a_process_of_its_own(suite):
+    """Forked after collection, one process per host; --fleet-workers 1 runs them in turn,
+    with the same result."""
+    (suite / "tests" / "fleet" / "test_pid.py").write_text(textwrap.dedent('''
+        import os
+
+        def test_the_process(spec, note):
+            note(f"pid {os.getpid()}")
+    '''))
+    forked, report = run_suite(suite, "-k", "process")
+    pids = {h["host"]: h["notes"][0] for h in report["hosts"]}
+    assert len(set(pids.values())) == 4, pids
+    assert forked.returncode == 0 and "4 passed" in forked.stdout
+    in_turn, report = run_suite(suite, "-k", "process", "--fleet-workers=1")
+    assert len({h["notes"][0] for h in report["hosts"]}) == 1
+    assert in_turn.returncode == 0 and "4 passed" in in_turn.stdout
+
+
+def test_a_host_that_does_not_answer_fails_each_check_at_once_in_one_line(suite):
+    """dex5550 at a port where nothing listens: each of its checks fails with ssh's reason at
+    once (one connection attempt, not one per command), the table says it once."""
+    inventory = suite / "inventory.py"
+    text = inventory.read_text()
+    start = text.index('("dex5550", {')
+    at = text.index('"ssh": {', start) + len('"ssh": {')
+    inventory.write_text(text[:at] + '"host": "127.0.0.1", "port": 1, ' + text[at:])
+    (suite / "tests" / "fleet" / "test_ssh.py").write_text(textwrap.dedent('''
+        def test_it_answers(host):
+            assert host.run("true").rc == 0
+
+        def test_it_answers_again(host):
+            assert host.run("true").rc == 0
+    '''))
+    result, report = run_suite(suite, "-k", "answers", "--hosts=dex5550")
+    (dex5550,) = report["hosts"]
+    lines = {f["line"] for f in dex5550["failures"]}
+    assert len(dex5550["failures"]) == 2 and len(lines) == 1, dex5550
+    (line,) = lines
+    assert line.startswith("unreachable over SSH: ") and "Connection refused" in line, line
+    assert f"  dex5550: every check (2): {line}\n" in result.stdout
+    assert result.returncode == 1
+
+
 def test_an_unknown_host_pattern_is_one_clear_line(suite):
     result, _ = run_suite(suite, "--hosts=nope")
     assert result.returncode != 0
