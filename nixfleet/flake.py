@@ -15,12 +15,26 @@ import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from nixfleet.nixcheck import EXPRESSIONS, evaluate
+
 MANIFEST = ".nixfleet-manifest"
+# Reads the NixOS release from a flake's nixpkgs input (also used by the lab flake).
+NIXOS_RELEASE_EXPRESSION = EXPRESSIONS / "nixos-release.nix"
 
 
 def nix_system() -> str:
     machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(platform.machine(), platform.machine())
     return f"{machine}-linux"
+
+
+def nixos_release(flake: Path) -> str:
+    """The NixOS release ("26.05") a flake follows: its nixpkgs input's nixos-YY.MM branch.
+
+    The one place the fleet's release is written is nix/flake.nix's inputs (system.stateVersion
+    is not it: that is the release a host was first installed with). Raise NixError when the
+    input names no such branch.
+    """
+    return str(evaluate(NIXOS_RELEASE_EXPRESSION, flake=str(flake.resolve())))
 
 
 def fleet_flake_files(root: Path) -> dict[str, bytes]:

@@ -6,7 +6,9 @@
 #
 # On a lab host this directory is /etc/nixos, with hosts/*.json and lab.json beside it, the
 # real flake's lib/ports.json and lib/ai-providers.nix (so /etc/ai-providers.json is the real
-# flake's), and the lab's secrets: secrets/<name>.age (encrypted to the lab hosts' keys) and,
+# flake's), its flake.nix as lib/fleet-flake.nix (whose nixpkgs input gives the NixOS release,
+# read by lib/nixos-release.nix, nixfleet's own), and the lab's secrets: secrets/<name>.age
+# (encrypted to the lab hosts' keys) and,
 # per host, hosts/<host>.secrets.json (which of them it receives, with owner, group and mode),
 # and binary-cache.pub (the public half of the lab's binary-cache-key).
 {
@@ -20,6 +22,8 @@
       hostNames = builtins.filter (f: builtins.match ".*\\.(extra-units|secrets)" f == null)
         (map (f: builtins.head (builtins.match "(.*)\\.json" f)) jsonFiles);
       readJSON = path: builtins.fromJSON (builtins.readFile path);
+      # The release the real hosts run: the real flake's nixpkgs input (lib/fleet-flake.nix).
+      nixosRelease = import ./lib/nixos-release.nix { flake = ./lib/fleet-flake.nix; };
       mkHost = name:
         let
           faultFile = ./faults + "/${name}.json";
@@ -28,6 +32,7 @@
           toplevel = import ./toplevel.nix {
             inherit name;
             inherit (lab) system;
+            inherit nixosRelease;
             data = readJSON (./hosts + "/${name}.json");
             # Lab-only fault injection: units that tests add to one host's generation.
             extraUnits = if builtins.pathExists faultFile then readJSON faultFile else { };

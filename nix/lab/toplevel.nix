@@ -1,7 +1,11 @@
 # One lab host's system: which units it runs follows its feature flags, as NixOS modules would.
-{ name, system, data, extraUnits, secrets ? [ ], buildGate ? null, monitoringFiles ? null,
-  binaryCachePublicKey ? "" }:
+{ name, system, nixosRelease, data, extraUnits, secrets ? [ ], buildGate ? null,
+  monitoringFiles ? null, binaryCachePublicKey ? "" }:
 let
+  # As NixOS's system.nixos.version: the release of the nixpkgs the system is built from (not
+  # data.system.stateVersion, the release the host was first installed with), with a suffix
+  # that says it is the lab's.
+  nixosVersion = "${nixosRelease}.lab";
   inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map toJSON;
 
   textFile = fileName: text: derivation {
@@ -230,7 +234,7 @@ let
   swBin = if ollama then { ollama = "/usr/lib/nixfleet-lab/standins/ollama"; } else { };
 in
 derivation ({
-  name = "nixos-system-${name}-${data.system.stateVersion}.lab";
+  name = "nixos-system-${name}-${nixosVersion}";
   inherit system;
   builder = "/usr/bin/python3";
   args = [ ./build-toplevel.py ];
@@ -239,7 +243,7 @@ derivation ({
   allowSubstitutes = false;
   preferLocalBuild = true;
   hostName = name;
-  nixosVersion = "${data.system.stateVersion}.lab";
+  inherit nixosVersion;
   inherit kernelVersion kernel kernelModules initrd;
   packages = concatStringsSep "\n" packages;
   etcFiles = toJSON etcFiles;

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nixfleet.errors import NixfleetError
-from nixfleet.flake import nix_system
+from nixfleet.flake import NIXOS_RELEASE_EXPRESSION, nix_system
 from nixfleet.inventory import Fleet
 from nixfleet.lab.config import LabPaths, host_address, lab_paths
 from nixfleet.lab.secrets import (
@@ -41,6 +41,8 @@ LAB_FLAKE_FILES = ("flake.nix", "toplevel.nix", "build-toplevel.py")
 # What the lab flake reads of the real flake's nix/lib, under lib/ as there: the fleet's ports
 # and the function that renders /etc/ai-providers.json, so the lab's values are the real ones.
 LAB_LIB_FILES = ("ports.json", "ai-providers.nix")
+LAB_FLEET_FLAKE = "lib/fleet-flake.nix"  # the real nix/flake.nix (its inputs name the release)
+LAB_NIXOS_RELEASE = "lib/nixos-release.nix"
 # The monitoring server's rule_files, relative to its prometheus.yml (<server>/prometheus.yml):
 # the lab's files are one store directory whose path is known only once built.
 LAB_MONITORING_DIR = ".."
@@ -158,9 +160,14 @@ def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[
 
 
 def lab_lib_files(root: Path) -> dict[str, bytes]:
-    """The real flake's nix/lib files that the lab flake reads, under lib/."""
+    """The real flake's nix/lib files that the lab flake reads, under lib/; and its flake.nix
+    with the expression that reads the NixOS release from its nixpkgs input, so a lab host
+    reports the release the real hosts run (nixfleet.flake.nixos_release)."""
     lib = lib_root(root) / PORTS_FILE.parent
-    return {f"lib/{name}": (lib / name).read_bytes() for name in LAB_LIB_FILES}
+    files = {f"lib/{name}": (lib / name).read_bytes() for name in LAB_LIB_FILES}
+    files[LAB_FLEET_FLAKE] = (lib.parent / "flake.nix").read_bytes()
+    files[LAB_NIXOS_RELEASE] = NIXOS_RELEASE_EXPRESSION.read_bytes()
+    return files
 
 
 def lib_root(root: Path) -> Path:

@@ -11,11 +11,13 @@ import time
 import pytest
 
 from nixfleet.commands.facts import expected_gpu_class
+from nixfleet.flake import nixos_release
 from nixfleet.inventory import load_inventory_file
 from nixfleet.lab.config import host_address
 from tests.lab.conftest import HOSTS, ROOT, nixfleet, on
 
 pytestmark = pytest.mark.usefixtures("lab")
+NIXOS_VERSION = f"{nixos_release(ROOT / 'nix' / 'flake.nix')}.lab"
 
 FACTS = ["facts.nix.NixGenerations", "facts.nix.CurrentSystem", "facts.nix.BootedSystem",
          "facts.nix.NixStore", "facts.gpu.PciGpus", "facts.gpu.NvidiaGpus", "facts.gpu.AmdGpus",
@@ -53,9 +55,9 @@ def test_every_fact_runs_on_the_lab_and_agrees_with_the_inventory(fleet):
         host = fleet.hosts[name]
         generations = facts["facts.nix.NixGenerations"][name]
         current = [g for g in generations if g["current"]]
-        assert len(current) == 1 and current[0]["nixos_version"] == "25.05.lab"
+        assert len(current) == 1 and current[0]["nixos_version"] == NIXOS_VERSION
         system = facts["facts.nix.CurrentSystem"][name]
-        assert system["current"]["store_path"].endswith(f"-nixos-system-{name}-25.05.lab")
+        assert system["current"]["store_path"].endswith(f"-nixos-system-{name}-{NIXOS_VERSION}")
         assert system["reboot_required"] is False
         assert facts["facts.nix.BootedSystem"][name]["kernel_modules"] \
             == system["current"]["kernel_modules"]
@@ -85,7 +87,7 @@ def test_nixfleet_facts_rows_match_the_inventory(fleet):
         assert row["gpu_state"]["hardware_class"] == expected_gpu_class(host)
         assert row["gpu_state"]["compute"] == host.graphics.compute
         assert row["warnings"] == [] and row["errors"] == {}
-        assert row["nixos_version"] == "25.05.lab" and row["reboot_required"] is False
+        assert row["nixos_version"] == NIXOS_VERSION and row["reboot_required"] is False
     table = nixfleet_facts("--limit", "nvidia")
     assert table.returncode == 0
     assert "razer" in table.stdout and "p510" in table.stdout and "p620" not in table.stdout

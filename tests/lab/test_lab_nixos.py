@@ -13,11 +13,14 @@ import uuid
 import pytest
 
 from nixfleet import nixcheck
+from nixfleet.flake import nixos_release
 from tests.lab.conftest import HOSTS, ROOT, lab_status, nixfleet, on, wait_until, write_on
 
 pytestmark = pytest.mark.usefixtures("lab")
 
 EXTRA_UNITS = "/etc/nixos/faults/{host}.json"
+# NixOS's version is the release of the flake's nixpkgs input; the lab's says it is the lab's.
+NIXOS_VERSION = f"{nixos_release(ROOT / 'nix' / 'flake.nix')}.lab"
 
 
 def generation(host: str) -> int:
@@ -45,7 +48,7 @@ def fresh(request):
 def test_every_host_runs_generation_one_of_its_own_data():
     for host in HOSTS:
         version = json.loads(on(host, "nixos-version --json").stdout)
-        assert version["nixosVersion"] == "25.05.lab"
+        assert version["nixosVersion"] == NIXOS_VERSION
         gens = json.loads(on(host, "nixos-rebuild list-generations --json").stdout)
         current = [g["generation"] for g in gens if g["current"]]
         assert current == [generation(host)]
@@ -61,7 +64,8 @@ def test_pyinfra_reaches_all_four_lab_hosts():
         env={**os.environ, "NIXFLEET_TARGET": "lab"})
     assert result.returncode == 0, result.stderr
     for host in HOSTS:
-        assert re.search(rf"\[{host}\]\s+25\.05\.lab \(Lab\)", result.stdout + result.stderr)
+        assert re.search(rf"\[{host}\]\s+{re.escape(NIXOS_VERSION)} \(Lab\)",
+                         result.stdout + result.stderr)
 
 
 def test_switch_to_a_new_generation_and_back_with_rollback(fresh):

@@ -88,6 +88,8 @@ def test_a_host_without_ai_providers_gets_no_ai_providers_json(fleet, tmp_path, 
 
     assert sorted(json.loads(toplevels(tmp_path)["razer"]["etcFiles"])) == [
         "nixfleet/health.tsv"]
+    # Nor ai-cli: modules/features/ai.nix installs it with the providers' configuration.
+    assert json.loads(toplevels(tmp_path)["razer"]["swBin"]) == {}
 
 
 @needs_nix
@@ -108,8 +110,10 @@ def test_ollama_loads_the_ollama_providers_models_into_its_state_directory(
     # p510's Ollama is not scraped (no aiMetrics): only local, as modules/features/ai.nix.
     assert "Environment=OLLAMA_HOST=127.0.0.1:11434" in (
         json.loads(lab["p510"]["units"])["ollama"]["serviceExtra"])
-    assert json.loads(lab["p620"]["swBin"]) == {"ollama": "/usr/lib/nixfleet-lab/standins/ollama"}
-    assert json.loads(lab["razer"]["swBin"]) == {}
+    ai_cli = {"ai-cli": "/usr/lib/nixfleet-lab/ai-cli", "ai-chat": "/usr/lib/nixfleet-lab/ai-cli"}
+    assert json.loads(lab["p620"]["swBin"]) == {
+        "ollama": "/usr/lib/nixfleet-lab/standins/ollama", **ai_cli}
+    assert json.loads(lab["razer"]["swBin"]) == ai_cli
 
 
 def test_the_lab_flake_carries_the_real_flakes_lib_files(fleet, tmp_path, monkeypatch):
@@ -122,6 +126,22 @@ def test_the_lab_flake_carries_the_real_flakes_lib_files(fleet, tmp_path, monkey
     for name in ("lib/ports.json", "lib/ai-providers.nix"):
         assert files[name] == copied[name] == (ROOT / "nix" / name).read_bytes()
     assert "ports.json" not in files
+
+
+@needs_nix
+def test_lab_hosts_report_the_nixos_release_of_the_real_flakes_nixpkgs(fleet, tmp_path,
+                                                                       monkeypatch):
+    files = lab_flake(fleet, ROOT, tmp_path, monkeypatch)
+    assert files["lib/fleet-flake.nix"] == (ROOT / "nix" / "flake.nix").read_bytes()
+    systems = nixcheck.evaluate("""{ flakeDir }:
+      builtins.mapAttrs (name: host: {
+        inherit (host.config.system.build.toplevel) name nixosVersion;
+      }) ((import (/. + flakeDir + "/flake.nix")).outputs { self = null; }).nixosConfigurations
+    """, flakeDir=str(tmp_path / "flake"))
+    # Not data.system.stateVersion (25.05, the release the hosts were installed with).
+    assert {h.system.stateVersion for h in fleet.hosts.values()} == {"25.05"}
+    for name, system in systems.items():
+        assert system == {"name": f"nixos-system-{name}-26.05.lab", "nixosVersion": "26.05.lab"}
 
 
 # --- the lab activation's /etc ---------------------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from nixfleet import cli, nixcheck
 from nixfleet.errors import NixfleetError
+from nixfleet.flake import nixos_release
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.model import Features
 from nixfleet.nvidia import NvidiaBranch
@@ -143,6 +144,16 @@ def test_hardware_data_reaches_the_hardware_modules(root):
     assert hardware["p510"]["nvidia"]["prime"]["sync"] is False
     assert hardware["dex5550"]["intel"] == {"enable": True, "mediaDriver": "intel-media-driver"}
     assert [h for h in HOSTS if hardware[h]["nvidia"]["enable"]] == ["razer", "p510"]
+
+
+def test_the_nixos_release_is_the_flakes_nixpkgs_branch(root, nix_copy):
+    assert nixos_release(root / "nix" / "flake.nix") == "26.05"
+    edit(nix_copy / "flake.nix", "nixpkgs/nixos-26.05", "nixpkgs/nixos-26.11")
+    assert nixos_release(nix_copy / "flake.nix") == "26.11"
+    edit(nix_copy / "flake.nix", "nixpkgs/nixos-26.11", "nixpkgs/nixos-unstable")
+    with pytest.raises(NixfleetError, match=re.escape(
+            "inputs.nixpkgs.url is github:NixOS/nixpkgs/nixos-unstable: no nixos-YY.MM branch")):
+        nixos_release(nix_copy / "flake.nix")
 
 
 def test_the_nvidia_module_offers_exactly_the_model_s_driver_branches(root):
@@ -372,7 +383,11 @@ def test_ai_providers_json_follows_the_host_settings_and_the_provider_table(root
     assert providers["ollama"] == {
         "priority": 4, "models": ["mistral-small3.1", "llama3.2"],
         "defaultModel": "mistral-small3.1", "baseUrl": "http://localhost:11434",
-        "apiKeyFile": None, "requiresApiKey": False, "enabled": True}
+        "apiKeyFile": None, "requiresApiKey": False, "enabled": True,
+        "prices": {"mistral-small3.1": {"input": 0, "output": 0},
+                   "llama3.2": {"input": 0, "output": 0}}}
+    # The price table ai-cli -c ranks by (USD per million tokens).
+    assert providers["openai"]["prices"]["gpt-4o-mini"] == {"input": 0.15, "output": 0.6}
     assert config["dex5550"]["providers"]["ollama"]["enabled"] is False
     assert config["dex5550"]["providers"]["gemini"]["enabled"] is True
 
