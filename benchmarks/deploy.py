@@ -1,11 +1,13 @@
 """Deploy benchmark on the lab (run by hand as root; not part of the test gate).
 
-    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--sizes 4 16]
+    .venv/bin/python benchmarks/deploy.py [--repeats 3] [--sizes 4 16 64] [--json FILE]
 
 For each lab size it times, alternating methods in the same run (median of --repeats):
   nixfleet   pyinfra inventory.py deploys/switch.py -y
   sequential one `ssh HOST nixos-rebuild switch` after another (the original's way)
   floor      one `ssh HOST nixos-rebuild switch` per host, all in parallel
+  ssh-true   one `ssh HOST true` per host, all in parallel: the floor of any no-op (a
+             no-op switch rightly skips nixos-rebuild; one round trip per host is the least)
 for a no-op switch and a one-change switch (every host's data changes: the timezone).
 For the baselines the changed host data is copied to each host first (outside the timing of
 nixfleet, which pushes it itself). The lab hosts share this machine's cores, so compare
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +136,14 @@ def floor(hosts: list[dict]) -> None:
         list(pool.map(rebuild, hosts))
 
 
+def ssh_true(hosts: list[dict]) -> None:
+    def one(host: dict) -> None:
+        run([*ssh_argv(host["address"]), "true"], check=True)
+
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(one, hosts))
+
+
 def measure(size: int, repeats: int) -> dict[str, float]:
     print(f"\n== {size} lab hosts", flush=True)
     up = run([str(BIN / "nixfleet"), "lab", "up", "--extra", str(size - 4)], cwd=ROOT,
@@ -151,6 +162,7 @@ def measure(size: int, repeats: int) -> dict[str, float]:
         times.setdefault("noop nixfleet", []).append(timed(repo.nixfleet_switch))
         times.setdefault("noop sequential", []).append(timed(lambda: sequential(hosts)))
         times.setdefault("noop floor", []).append(timed(lambda: floor(hosts)))
+        times.setdefault("noop ssh-true", []).append(timed(lambda: ssh_true(hosts)))
         # one-change switch: every host's data changes
         repo.flip()
         start = time.perf_counter()
@@ -172,32 +184,61 @@ def measure(size: int, repeats: int) -> dict[str, float]:
     print("  nixfleet on the host, median seconds per phase (one-change switch): " + ", ".join(
         f"{p} {statistics.median(v):.3f}" for p, v in phases.items()))
     shutil.rmtree(repo.dir, ignore_errors=True)
+    medians.update({f"phase {p}": statistics.median(v) for p, v in phases.items()})
     return medians
+
+
+# (size or None for every size, what, numerator, denominator, target: ratio must be <= it)
+TARGETS = [
+    (4, "change: nixfleet / parallel floor", "change nixfleet", "change floor", 1.5),
+    (16, "change: nixfleet / parallel floor", "change nixfleet", "change floor", 1.3),
+    (64, "change: nixfleet / parallel floor", "change nixfleet", "change floor", 1.5),
+    (4, "change: nixfleet / sequential loop", "change nixfleet", "change sequential", 1 / 1.5),
+    (4, "noop: nixfleet / ssh-true floor", "noop nixfleet", "noop ssh-true", 2.5),
+    (64, "noop: nixfleet / ssh-true floor", "noop nixfleet", "noop ssh-true", 1.5),
+    (None, "noop: nixfleet / parallel floor", "noop nixfleet", "noop floor", None),
+]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs=2, default=[4, 16])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     args = parser.parse_args()
     startup = statistics.median(timed(lambda: run([str(BIN / "python"), "-c",
                                                     "import pyinfra_cli.main"])) for _ in range(3))
     print(f"start-up: importing pyinfra's CLI takes {startup:.2f} s (part of every nixfleet run)")
-    small, large = (measure(size, args.repeats) for size in args.sizes)
+    results = {size: measure(size, args.repeats) for size in args.sizes}
     run([str(BIN / "nixfleet"), "lab", "up", "--extra", "0"], cwd=ROOT, env=LAB_ENV)
-    n, m = args.sizes
     print("\n== ratios (targets in brackets)")
-    for kind in ("noop", "change"):
-        vs_floor = large[f"{kind} nixfleet"] / large[f"{kind} floor"]
-        growth = (large[f"{kind} nixfleet"] / small[f"{kind} nixfleet"]) / \
-                 (large[f"{kind} floor"] / small[f"{kind} floor"])
-        vs_sequential = small[f"{kind} sequential"] / small[f"{kind} nixfleet"]
-        print(f"  {kind:<6} nixfleet / floor at {m} hosts: {vs_floor:.2f}x"
-              + ("  [<= 2x]" if kind == "noop" else ""))
-        print(f"  {kind:<6} growth {n}->{m} hosts, nixfleet vs floor: {growth:.2f}x  [<= 1.3x]")
-        print(f"  {kind:<6} sequential / nixfleet at {n} hosts: {vs_sequential:.2f}x faster  "
-              "[>= 2x]")
-    return 0
+    ratios, missed = [], False
+    for size, figures in results.items():
+        for at, what, numerator, denominator, target in TARGETS:
+            if at not in (None, size):
+                continue
+            ratio = figures[numerator] / figures[denominator]
+            ok = target is None or ratio <= target
+            missed |= not ok
+            shown = "" if target is None else f"  [{'ok' if ok else 'MISSED'}: <= {target:.2f}x]"
+            print(f"  {size:>3} hosts  {what:<36} {ratio:5.2f}x{shown}")
+            ratios.append({"hosts": size, "ratio": what, "value": ratio, "target": target})
+    sizes = sorted(results)
+    for small, large in pairwise(sizes):
+        for kind in ("noop", "change"):
+            base = "ssh-true" if kind == "noop" else "floor"
+            growth = (results[large][f"{kind} nixfleet"] / results[small][f"{kind} nixfleet"]) / (
+                results[large][f"{kind} {base}"] / results[small][f"{kind} {base}"])
+            ok = growth <= 1.0 if large == 64 else True
+            missed |= not ok
+            print(f"  {kind:<6} growth {small}->{large} hosts, nixfleet against the {base} "
+                  f"floor's: {growth:.2f}x" + ("  [<= 1.00x]" if large == 64 else ""))
+            ratios.append({"hosts": f"{small}->{large}", "ratio": f"{kind} growth vs {base}",
+                           "value": growth, "target": 1.0 if large == 64 else None})
+    if args.json:
+        args.json.write_text(json.dumps({"benchmark": "deploy", "repeats": args.repeats,
+                                         "seconds": results, "ratios": ratios}, indent=2) + "\n")
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ Targets: exporter p99 < 50 ms, >= 100x faster than the original (median), RSS < 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -202,12 +203,20 @@ def report(label: str, times: list[float]) -> tuple[float, float]:
     return p50, p99
 
 
-def on_lab_host(host: str, arguments: list[str]) -> int:
-    """This script, run by the lab host's python3 over the lab's SSH (source on stdin)."""
-    command = ["python3", "-", *arguments]
+def on_lab_host(host: str, arguments: list[str], json_file: Path | None) -> int:
+    """This script, run by the lab host's python3 over the lab's SSH (source on stdin); its
+    JSON (--json) comes back on the last line of its output."""
+    command = ["python3", "-", *arguments, *(["--json", "-"] if json_file else [])]
     print(f"on lab host {host}: {shlex.join(command)}", flush=True)
-    return subprocess.run([sys.executable, "-m", "nixfleet", "lab", "exec", host, "--",
-                           *command], cwd=ROOT, input=Path(__file__).read_bytes()).returncode
+    result = subprocess.run([sys.executable, "-m", "nixfleet", "lab", "exec", host, "--",
+                             *command], cwd=ROOT, input=Path(__file__).read_text(),
+                            capture_output=True, text=True)
+    lines = result.stdout.rstrip("\n").split("\n")
+    if json_file:
+        json_file.write_text(lines.pop() + "\n")
+    print("\n".join(lines))
+    print(result.stderr, end="", file=sys.stderr)
+    return result.returncode
 
 
 def main() -> int:
@@ -222,10 +231,11 @@ def main() -> int:
     parser.add_argument("--paths", type=int, default=20000,
                         help="valid paths the --store should hold (default: 20000)")
     parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     args = parser.parse_args()
     if args.lab:
         return on_lab_host(args.lab, ["--fill", "--paths", str(args.paths),
-                                      "--scrapes", str(args.scrapes)])
+                                      "--scrapes", str(args.scrapes)], args.json)
 
     root = args.store.resolve() if args.store else Path("/")
     if args.store or args.fill:
@@ -270,6 +280,18 @@ def main() -> int:
     print("\n== targets")
     for line, ok in checks:
         print(f"  {'ok    ' if ok else 'MISSED'} {line}")
+    if args.json:
+        figures = json.dumps({
+            "benchmark": "exporter", "paths": len(paths),
+            "seconds": {"exporter p50": ours[0], "exporter p99": ours[1],
+                        "original p50": theirs[0], "original p99": theirs[1]},
+            "rss_mib": rss, "peak_rss_mib": peak,
+            "ratios": [{"ratio": "original / exporter, median (x faster)",
+                        "value": theirs[0] / ours[0], "target": 100}]})
+        if str(args.json) == "-":
+            print(figures)  # the last line, for on_lab_host
+        else:
+            args.json.write_text(figures + "\n")
     return 0 if all(ok for _, ok in checks) else 1
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import json
 import os
 import runpy
 import shutil
@@ -88,6 +89,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--secrets", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="rounds per side (best counts)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
     arguments = parser.parse_args()
     count, repeat = arguments.secrets, arguments.repeat
 
@@ -177,6 +179,14 @@ def main() -> int:
         print(f"after p620b's host key changed: `rekey` touched {len(touched)} of {len(before)} "
               f"files in {elapsed:.2f} s; files whose rules include p620b: {len(naming)}; "
               f"same set: {touched == naming}")
+        if arguments.json:
+            arguments.json.write_text(json.dumps({
+                "benchmark": "rekey", "secrets": count, "seconds": {
+                    "nixfleet": ours, "age": baseline, "one key changed": elapsed},
+                "ratios": [{"ratio": "age / nixfleet (x faster)", "value": baseline / ours,
+                            "target": None}],
+                "touched only the files naming the changed key": touched == naming}, indent=2)
+                + "\n")
         return 0 if touched == naming else 1
 
 
