@@ -45,6 +45,7 @@ _HOSTS: list[tuple[str, dict]] = [
                   "vendorId": "1002", "deviceId": "744c", "slot": "0000:03:00.0",
                   "driver": "amdgpu", "vramMiB": 24576, "gfx": "gfx1100"}],
         "rocm": {"gfxVersion": "gfx1100", "hsaOverrideGfxVersion": "11.0.0"},
+        "graphical": True,
         "users": [_ADMIN],
         "features": {
             "development": _DEVELOPMENT,
@@ -79,6 +80,7 @@ _HOSTS: list[tuple[str, dict]] = [
                   "driver": "nvidia", "vramMiB": 8192,
                   "uuid": "GPU-5b1f4f7e-2c1d-4f0a-9a55-0e3b7c2d9a11"}],
         "prime": {"sync": True, "intelBusId": "PCI:0:2:0", "nvidiaBusId": "PCI:1:0:0"},
+        "graphical": True,
         "users": [_ADMIN],
         "features": {
             "development": _DEVELOPMENT,

@@ -357,6 +357,9 @@ class Host(Strict):
     cpu: str = ""
     gpus: list[Gpu] = []
     graphics: Graphics
+    # A graphical session: the flake runs the X server (nix/modules/graphical.nix), which the
+    # GPU's driver and NVIDIA PRIME sync configure; the desktop in it is the owner's choice.
+    graphical: bool = False
     prime: Prime | None = None
     rocm: Rocm | None = None
     users: Annotated[list[User], Field(min_length=1)]
@@ -369,6 +372,9 @@ class Host(Strict):
     def _hardware_agrees(self) -> Host:
         if self.prime and self.hardware_class != "nvidia":
             raise ValueError("prime: only an nvidia-class host has NVIDIA PRIME")
+        if self.prime and self.prime.sync and not self.graphical:
+            raise ValueError("prime.sync: PRIME sync only configures the X server; set "
+                             "graphical: true (or sync: false)")
         if self.rocm and self.hardware_class != "amd":
             raise ValueError("rocm: only an amd-class host runs ROCm")
         expected_compute = {"amd": "rocm", "nvidia": "cuda", "intel": "none"}[self.hardware_class]

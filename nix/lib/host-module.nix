@@ -33,6 +33,7 @@ in
 
   nixfleet = {
     inherit (data) features users;
+    graphical.enable = data.graphical;
 
     hardware = {
       amd = {

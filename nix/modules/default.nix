@@ -11,6 +11,7 @@
     ./hardware/amd.nix
     ./hardware/nvidia.nix
     ./hardware/intel.nix
+    ./graphical.nix
     ./features/development.nix
     ./features/virtualization.nix
     ./features/cloud.nix

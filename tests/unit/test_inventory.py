@@ -61,6 +61,11 @@ def test_values_of_the_reference_fleet(root):
     assert "ollama" not in dex.features.ai.providers.enabled
 
 
+def test_the_workstation_and_the_laptop_have_a_graphical_session(root):
+    fleet = load_inventory_file(root / "inventory.py")
+    assert [h.name for h in fleet.hosts.values() if h.graphical] == ["p620", "razer"]
+
+
 def test_each_nvidia_gpu_gets_a_driver_branch_that_supports_it(root):
     fleet = load_inventory_file(root / "inventory.py")
     razer, p510 = fleet.hosts["razer"], fleet.hosts["p510"]
@@ -216,6 +221,10 @@ def _break_ada_on_legacy_470(entries):
                          "nvidiaPackage": "legacy_470"}
 
 
+def _break_prime_sync_without_a_graphical_session(entries):
+    entry(entries, "razer")["graphical"] = False
+
+
 def _break_nvidia_model_without_chip(entries):
     entry(entries, "razer")["gpus"][1]["model"] = "GeForce RTX 2070 Mobile"
 
@@ -246,6 +255,9 @@ BAD_DATA = [
     (_break_ada_on_legacy_470,
      "host razer: graphics.nvidiaPackage: legacy_470 (the 470 driver) does not support the "
      "AD106M [GeForce RTX 4070 Max-Q / Mobile] (Ada); use stable"),
+    (_break_prime_sync_without_a_graphical_session,
+     "host razer: prime.sync: PRIME sync only configures the X server; set graphical: true "
+     "(or sync: false)"),
     (_break_nvidia_model_without_chip,
      "host razer: gpus.1: model: cannot tell the NVIDIA architecture of 'GeForce RTX 2070 "
      "Mobile'; name the GPU as lspci does, chip first (e.g. 'GP106GL [Quadro P2000]')"),

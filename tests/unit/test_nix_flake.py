@@ -146,6 +146,24 @@ def test_hardware_data_reaches_the_hardware_modules(root):
     assert [h for h in HOSTS if hardware[h]["nvidia"]["enable"]] == ["razer", "p510"]
 
 
+def test_hosts_with_a_graphical_session_run_the_x_server(root):
+    """razer's PRIME sync settings are Xorg's: its data says it has a graphical session, and
+    the module that one turns on runs the X server."""
+    graphical = evaluate_lib(root, """
+      builtins.mapAttrs (name: data: (import (lib + "/host-module.nix") {
+        inherit data fleet; secrets = { }; secretsRoot = "/"; binaryCachePublicKey = "k";
+      }).nixfleet.graphical.enable) fleet.hosts""")
+    assert graphical == {"p620": True, "razer": True, "p510": False, "dex5550": False}
+    module = nixcheck.evaluate("""{ file, stubs }:
+      let
+        args = import (/. + stubs) // { config.nixfleet.graphical.enable = true; };
+        m = (import (/. + file)) args;
+      in { inherit (m.config) condition content; }""",
+        file=str(root / "nix" / "modules" / "graphical.nix"),
+        stubs=str(nixcheck.EXPRESSIONS / "stub-module-args.nix"))
+    assert module == {"condition": True, "content": {"services": {"xserver": {"enable": True}}}}
+
+
 def test_the_nixos_release_is_the_flakes_nixpkgs_branch(root, nix_copy):
     assert nixos_release(root / "nix" / "flake.nix") == "26.05"
     edit(nix_copy / "flake.nix", "nixpkgs/nixos-26.05", "nixpkgs/nixos-26.11")
