@@ -24,6 +24,24 @@ let
       pkgs.ollama-cuda
     else
       pkgs.ollama;
+  # `ai-switch PROVIDER`: ai-cli's default provider for this shell session only (ai-cli reads
+  # AI_DEFAULT_PROVIDER before the configuration's), refused unless enabled on this host.
+  enabled = lib.concatStringsSep " " cfg.providers.enabled;
+  aiSwitch = ''
+    ai-switch() {
+      case "''${1-}" in
+        ${lib.concatStringsSep "|" cfg.providers.enabled})
+          export AI_DEFAULT_PROVIDER="$1"
+          echo "ai-switch: ai-cli asks $1 first in this shell" ;;
+        "")
+          echo "usage: ai-switch PROVIDER (enabled here: ${enabled})" >&2
+          return 2 ;;
+        *)
+          echo "ai-switch: '$1' is not an enabled provider (enabled here: ${enabled})" >&2
+          return 2 ;;
+      esac
+    }
+  '';
   # The monitoring server scrapes Ollama where aiMetrics asks for it, so it must be reachable.
   ollamaScraped = config.nixfleet.features.monitoring.enable
     && config.nixfleet.features.monitoring.features.aiMetrics;
@@ -95,20 +113,19 @@ in
           secretsDir = config.age.secretsDir or "/run/agenix";
         }
       );
-      # ai-cli is a console script of the nixfleet package (added by the AI issue).
+      # ai-cli and ai-chat are console scripts of the nixfleet package (pyproject.toml).
       environment.systemPackages = [ config.nixfleet.package ];
+      # The original's aliases; `ai-models PROVIDER` lists one provider's models.
       environment.shellAliases = {
         ai = "ai-cli";
-        ai-chat = "ai-cli";
         chat = "ai-cli";
+        aii = "ai-cli";
         aif = "ai-cli --fallback";
         aic = "ai-cli --cost-optimize";
         ai-status = "ai-cli --status";
         ai-models = "ai-cli --list-models";
       };
-      environment.interactiveShellInit = ''
-        ai-switch() { export AI_DEFAULT_PROVIDER="$1"; }
-      '';
+      environment.interactiveShellInit = aiSwitch;
     })
   ]);
 }
