@@ -231,7 +231,13 @@ let
     // (if cacheClient then { "nix/settings.conf" = nixSettings; } else { });
 
   # What the system's packages put on PATH (/run/current-system/sw/bin): NAME -> program.
-  swBin = if ollama then { ollama = "/usr/lib/nixfleet-lab/standins/ollama"; } else { };
+  # ai-cli and ai-chat are the nixfleet package's (modules/features/ai.nix); the lab's runs
+  # nixfleet's ai-cli from the modules it ships to every host.
+  swBin = (if ollama then { ollama = "/usr/lib/nixfleet-lab/standins/ollama"; } else { })
+    // (if providersFile then {
+      ai-cli = "/usr/lib/nixfleet-lab/ai-cli";
+      ai-chat = "/usr/lib/nixfleet-lab/ai-cli";
+    } else { });
 in
 derivation ({
   name = "nixos-system-${name}-${nixosVersion}";

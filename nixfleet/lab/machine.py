@@ -46,6 +46,9 @@ HERE = Path(__file__).resolve().parent
 LAB_PYTHON = "usr/lib/nixfleet-lab/python"
 EXPORTER_MODULES = ("__init__.py", "exporters/", "facts/__init__.py", "facts/results.py",
                     "facts/parsers/")
+# ai-cli's modules (python3 and python3-httpx), which usr/lib/nixfleet-lab/ai-cli runs: a host's
+# generation links that into sw/bin as ai-cli and ai-chat where its features enable them.
+AI_CLI_MODULES = ("ai/",)
 # The driver version the nvidia-smi stand-in reports for each branch (nixfleet.nvidia.BRANCHES):
 # a release of the branch's series on nixos-26.05 (production 595.80: nixpkgs PR #524944;
 # legacy_580 580.178.04: PR #549211; legacy_470 470.256.02: PR #317207). beta and latest are
@@ -228,14 +231,16 @@ class Lab:
                                             0o755),
             "etc/systemd/system/nixos-lab-stage2.service":
                 ((HERE / "files" / "nixos-lab-stage2.service").read_bytes(), 0o644),
+            "usr/lib/nixfleet-lab/ai-cli": ((HERE / "files" / "ai-cli").read_bytes(), 0o755),
         }
         for tool in sorted((HERE / "standins").glob("*")):
             if tool.is_file() and not tool.name.startswith(("_", ".")):
                 files[f"usr/lib/nixfleet-lab/standins/{tool.name}"] = (tool.read_bytes(), 0o755)
-        # The exporters as the lab generations' units run them (PYTHONPATH=LAB_PYTHON): only
-        # the modules they import, which need python3 and prometheus_client, not pyinfra.
+        # The exporters as the lab generations' units run them (PYTHONPATH=LAB_PYTHON), and
+        # ai-cli: only the modules they import, which need python3, prometheus_client and
+        # httpx, not pyinfra.
         package = HERE.parent
-        for rel in EXPORTER_MODULES:
+        for rel in (*EXPORTER_MODULES, *AI_CLI_MODULES):
             for module in sorted((package / rel).glob("*.py")) if rel.endswith("/") else [
                     package / rel]:
                 files[f"{LAB_PYTHON}/nixfleet/{module.relative_to(package)}"] = (

@@ -23,6 +23,8 @@ PACKAGES = (
     "prometheus", "prometheus-alertmanager",
     # The binary cache stand-in (nix-serve) signs what it serves with Ed25519.
     "python3-cryptography",
+    # ai-cli (nixfleet/ai) talks to the providers' HTTP APIs with httpx.
+    "python3-httpx",
     # debootstrap does not resolve virtual packages: libdbi-perl provides nix-bin's
     # perl-dbdabi-94 (through libdbd-sqlite3-perl); python3-cffi-backend provides
     # python3-cryptography's python3-cffi-backend-api-min/max.
