@@ -146,39 +146,39 @@ class DeployRun:
             print("nixfleet: nothing was deployed", file=sys.stderr, flush=True)
 
     def print_summary(self, results: list[HostOutcome], title: str, write: bool = True) -> None:
-        from rich.console import Console
-        from rich.table import Table
+        from nixfleet import console as tables
 
-        table = Table("host", "action", "generation", "result", "closure", "time", "reason",
-                      title=title)
+        table = tables.table("host", "action", "generation", "result", "closure", "time",
+                             "reason", title=title)
         for r in results:
             generation = f"{_dash(r.generation_before)} -> {_dash(r.generation_after)}"
             colour = COLOURS.get(r.result, "red")
             table.add_row(r.host, str(r.action or "-"), generation,
                           f"[{colour}]{r.result}[/{colour}]", r.closure_delta or "-",
                           f"{r.duration:.2f}s" if r.duration is not None else "-", r.reason)
-        # Without a terminal rich assumes 80 columns; reasons are long.
-        console = Console(width=None if sys.stdout.isatty() else 160)
-        console.print(table)
+        # Piped, one line per host where it fits: logs and scripts read the rows.
+        console = tables.console(piped_width=160)
+        tables.print_table(table, console)
         for r in results:
             for line in [*r.diff, *r.would]:
-                console.print(f"  {r.host}: {line}", highlight=False)
+                console.print(f"  {r.host}: {line}", highlight=False, soft_wrap=True)
             if r.drift:
                 console.print(f"  {r.host}: the flake directory differed from what nixfleet "
-                              f"last wrote there: {_drift_line(r.drift)}", highlight=False)
+                              f"last wrote there: {_drift_line(r.drift)}", highlight=False,
+                              soft_wrap=True)
             if r.backup:
                 console.print(f"  {r.host}: kept what it replaced in {r.backup}",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
             if r.verification is not None:
                 v = r.verification
                 console.print(f"  {r.host}: verified: " + (f"{v.passed} checks passed" if v.ok
                               else f"{len(v.failures)} of {v.total} checks FAILED"),
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
                 for failure in v.failures:
                     console.print(f"  {r.host}: FAILED {failure.check}: {failure.line}",
-                                  highlight=False)
+                                  highlight=False, soft_wrap=True)
         for error in self.verification.errors if self.verification else []:
-            console.print(f"  verification: {error}", highlight=False)
+            console.print(f"  verification: {error}", highlight=False, soft_wrap=True)
         if write:
             path = project_root() / ".deploy-logs" / self.deploy_id / "summary.json"
             write_atomic(path, json.dumps([r.to_json() for r in results], indent=2) + "\n")

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from nixfleet import console
 from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
@@ -88,10 +89,8 @@ def gather(fleet: Fleet, inventory: Path, limits: list[str]) -> list[dict[str, A
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("host", "generation", "NixOS", "reboot", "GPU", "systemd", "failed units")
+    table = console.table("host", "generation", "NixOS", "reboot", "GPU", "systemd",
+                          "failed units")
     for row in rows:
         if not row["reachable"]:
             table.add_row(row["host"], f"[red]unreachable: {row['error']}[/red]", "", "", "",
@@ -101,14 +100,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             row["host"], f"{row['generation']} ({row['generation_date']})",
             row["nixos_version"] or "-", "yes" if row["reboot_required"] else "no", row["gpu"],
             row["system_state"] or "-", ", ".join(row["failed_units"]) or "-")
-    console = Console()
-    console.print(table)
+    out = console.console()
+    console.print_table(table, out)
     for row in rows:
         for warning in row.get("warnings", []):
-            console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+            out.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
         for part, error in row.get("errors", {}).items():
-            console.print(f"[yellow]warning:[/yellow] {row['host']}: {part}: {error}",
-                          highlight=False)
+            out.print(f"[yellow]warning:[/yellow] {row['host']}: {part}: {error}",
+                      highlight=False)
 
 
 def cmd_facts(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nixfleet import render
+from nixfleet import console, render
 from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import load_inventory_file
@@ -33,24 +33,21 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(hosts, indent=2, sort_keys=True, default=str))
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("host", "class", "roles", "groups", "address", "users", "monitoring")
+    table = console.table("host", "class", "roles", "groups", "address", "users", "monitoring")
     for entry in hosts:
         host = fleet.hosts[entry["name"]]
         monitoring = host.features.monitoring
         table.add_row(
             host.name,
             host.hardware_class,
-            ",".join(host.roles),
-            ",".join(g for g in entry["groups"] if g != path.stem),
+            ", ".join(host.roles),
+            ", ".join(g for g in entry["groups"] if g != path.stem),
             f"{entry['data'].get('ssh_hostname')}:{entry['data'].get('ssh_port')}",
-            ",".join(u.name for u in host.users),
+            ", ".join(u.name for u in host.users),
             f"{monitoring.mode} -> {monitoring.serverHost or host.name}"
             if monitoring.enable else "off",
         )
-    Console().print(table)
+    console.print_table(table)
     return 0
 
 

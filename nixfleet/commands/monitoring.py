@@ -291,15 +291,16 @@ HEALTH_STYLE = {"up": "green", "down": "red", "absent": "red"}
 
 def print_status(status: MonitoringStatus, now: datetime) -> None:
     from rich import box
-    from rich.console import Console
-    from rich.table import Column, Table
+    from rich.table import Column
     from rich.text import Text
 
-    console = Console()
+    from nixfleet import console as tables
+
+    console = tables.console()
     # Short columns never wrap (a host or exporter name cut to a few letters is useless);
     # only the error and summary columns wrap, so the tables fit 80 columns.
     for server in dict.fromkeys(t.server for t in status.targets):
-        table = Table(
+        table = tables.table(
             Column("host", no_wrap=True), Column("exporter", no_wrap=True),
             Column("health", no_wrap=True), Column("scraped", no_wrap=True),
             Column("error", overflow="fold"), title=f"{server}: Prometheus targets",
@@ -311,9 +312,9 @@ def print_status(status: MonitoringStatus, now: datetime) -> None:
                           Text(target.health, style=HEALTH_STYLE.get(target.health, "yellow")),
                           age(target.last_scrape, now), Text(target.error or "-"),
                           end_section=last_of_host)
-        console.print(table)
+        tables.print_table(table, console)
     if status.alerts:
-        alerts = Table(
+        alerts = tables.table(
             Column("alert", no_wrap=True), Column("severity", no_wrap=True),
             Column("host", no_wrap=True), Column("since", no_wrap=True),
             Column("summary", overflow="fold"),
@@ -321,10 +322,10 @@ def print_status(status: MonitoringStatus, now: datetime) -> None:
         for alert in status.alerts:
             alerts.add_row(alert.name, alert.severity or "-", alert.host or "-",
                            age(alert.active_at, now), Text(alert.summary or "-"))
-        console.print(alerts)
+        tables.print_table(alerts, console)
     else:
         console.print("firing alerts: none\n", highlight=False)
-    components = Table(
+    components = tables.table(
         Column("server", no_wrap=True), Column("component", no_wrap=True),
         Column("state", no_wrap=True), Column("detail", overflow="fold"),
         title="monitoring servers", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -332,7 +333,7 @@ def print_status(status: MonitoringStatus, now: datetime) -> None:
         components.add_row(c.server, c.name, Text("ok" if c.ok else "failing",
                                                   style="green" if c.ok else "red"),
                            Text(f"{c.detail} ({c.url})"))
-    console.print(components)
+    tables.print_table(components, console)
     down = [t for t in status.targets if not t.up]
     failing = [c for c in status.components if not c.ok]
     if down or failing:

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 from typing import Any
 
 from nixfleet.errors import NixfleetError
@@ -73,15 +72,14 @@ def _print_status(rows: list[dict[str, Any]], as_json: bool) -> int:
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from nixfleet import console
 
-    table = Table("host", "state", "address", "systemd", "generation", "memory (PSS)")
+    table = console.table("host", "state", "address", "systemd", "generation", "memory (PSS)")
     for row in rows:
         memory = f"{row['memory_mib']} MiB" if row["memory_mib"] is not None else "-"
         table.add_row(row["host"], row["state"], row["address"], row["systemd"],
                       str(row["generation"] or "-"), memory)
-    Console(file=sys.stdout).print(table)
+    console.print_table(table)
     return 0
 
 

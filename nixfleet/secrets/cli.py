@@ -79,15 +79,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from nixfleet import console
 
-    table = Table("secret", "file", "recipients", "hosts", "owner:group", "mode")
+    table = console.table("secret", "file", "recipients", "hosts", "owner:group", "mode")
     for row in rows:
         table.add_row(row["name"], "yes" if row["exists"] else "MISSING",
-                      " ".join(row["recipients"]), ",".join(row["hosts"]),
+                      " ".join(row["recipients"]), ", ".join(row["hosts"]),
                       f"{row['owner']}:{row['group']}", row["mode"])
-    Console(file=sys.stdout).print(table)
+    console.print_table(table)
     return 0
 
 

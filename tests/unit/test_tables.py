@@ -1,0 +1,152 @@
+"""Every nixfleet table, printed without a terminal (piped), keeps every cell whole: no "…",
+every word of every cell in the output, no line wider than the width. At 80 columns (the
+default when piped) and at 50 (a table that cannot fit is one block per row)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from functools import cache
+
+import pytest
+
+from nixfleet import console
+from nixfleet.commands import facts, monitoring
+from nixfleet.deploy import DeployRun
+from nixfleet.outcome import Action, HostOutcome, Result
+from tests.unit.repo_support import ROOT, env
+
+WIDTHS = ["", "50"]  # "": $COLUMNS unset, so console.PIPED_WIDTH
+
+
+def words(*cells: object) -> set[str]:
+    return {word for cell in cells for word in str(cell).split()}
+
+
+def assert_whole(out: str, cells: set[str], width: int) -> None:
+    assert "…" not in out, out
+    missing = sorted(word for word in cells if word not in out)
+    assert not missing, f"cut or missing: {missing}\n{out}"
+    wide = [line for line in out.splitlines() if len(line) > width]
+    assert not wide, f"wider than {width}: {wide}"
+
+
+def width_of(columns: str) -> int:
+    return int(columns) if columns else console.PIPED_WIDTH
+
+
+@cache
+def piped(*args: str, columns: str) -> str:
+    """`nixfleet ARGS` in this repository with stdout a pipe (once per test process)."""
+    extra = {"COLUMNS": columns} if columns else {}
+    result = subprocess.run([sys.executable, "-m", "nixfleet", *args], cwd=ROOT, text=True,
+                            capture_output=True, env=env(**extra), timeout=120)
+    assert result.returncode in (0, 1), result.stderr
+    return result.stdout
+
+
+@pytest.fixture(params=WIDTHS)
+def columns(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """$COLUMNS for an in-process table (capsys: stdout is not a terminal)."""
+    if request.param:
+        monkeypatch.setenv("COLUMNS", request.param)
+    else:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    return request.param
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_inventory(columns):
+    hosts = json.loads(piped("inventory", "--json", columns=""))
+    out = piped("inventory", columns=columns)
+    cells = words(*[h["name"] for h in hosts],
+                  *[g for h in hosts for g in h["groups"] if g != "inventory"],
+                  "workstation", "laptop", "olafkfreund", "client", "server", "p620:22")
+    assert_whole(out, cells, width_of(columns))
+    assert "monitoring_clients," in out  # a list cell breaks between items, never inside one
+
+
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_secrets_list(columns):
+    rows = json.loads(piped("secrets", "list", "--json", columns=""))
+    out = piped("secrets", "list", columns=columns)
+    cells = words(*[r["name"] for r in rows], *[h for r in rows for h in r["hosts"]],
+                  *[n for r in rows for n in r["recipients"]],
+                  *[f"{r['owner']}:{r['group']}" for r in rows], *[r["mode"] for r in rows])
+    assert_whole(out, cells, width_of(columns))
+
+
+def test_facts(columns, capsys):
+    rows = [{"host": "razer", "reachable": True, "generation": 42,
+             "generation_date": "2026-11-28 10:01:02", "nixos_version": "26.05.20261101.abcdef0",
+             "reboot_required": True, "gpu": "hybrid: TU106M GeForce RTX 2070 Mobile "
+             "(nvidia, cuda)", "system_state": "degraded",
+             "failed_units": ["nixos-upgrade.service", "ollama.service"], "warnings": []},
+            {"host": "p510", "reachable": False,
+             "error": "SSH error (Error connecting to host: No route to host)"}]
+    facts.print_table(rows)
+    assert_whole(capsys.readouterr().out, words(
+        "razer", "42", "(2026-11-28", "10:01:02)", "26.05.20261101.abcdef0", "yes",
+        rows[0]["gpu"], "degraded", "nixos-upgrade.service,", "ollama.service", "p510",
+        "unreachable:", rows[1]["error"]), width_of(columns))
+
+
+def test_monitoring_status(columns, capsys):
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    error = 'Get "http://razer:9101/metrics": dial tcp 192.168.1.97:9101: connection refused'
+    status = monitoring.MonitoringStatus(
+        [monitoring.TargetState("p620", "razer", "nixos-exporter", "razer:9101", "down",
+                                now - timedelta(seconds=3), error)],
+        [monitoring.FiringAlert("p620", "ExporterDown", "razer", "critical",
+                                now - timedelta(minutes=2), "nixos-exporter on razer is down")],
+        [monitoring.Component("p620", "Prometheus", "http://p620:9090/-/ready", True,
+                              "ready")])
+    monitoring.print_status(status, now)
+    assert_whole(capsys.readouterr().out, words(
+        "razer", "nixos-exporter", "down", error, "ExporterDown", "critical",
+        "nixos-exporter on razer is down", "Prometheus", "ready", "(http://p620:9090/-/ready)"),
+        width_of(columns))
+
+
+def test_deploy_summary(columns, capsys):
+    """Wider when piped (console.console(piped_width=160)): still nothing cut at $COLUMNS."""
+    results = [
+        HostOutcome("razer", Action.SWITCH, Result.ROLLED_BACK, "health check failed: service "
+                    "ollama: port 11434 does not answer; rolled back to generation 41",
+                    generation_before=41, generation_after=41, duration=12.5),
+        HostOutcome("p620", Action.SWITCH, Result.UNCHANGED, "already active",
+                    generation_before=7, generation_after=7)]
+    run = DeployRun.__new__(DeployRun)  # the summary alone: no pyinfra state
+    run.verification = None
+    run.print_summary(results, "nixfleet deploy switch", write=False)
+    out = capsys.readouterr().out
+    assert_whole(out, words("razer", "switch", "41 -> 41", "rolled-back", "12.50s",
+                            results[0].reason, "p620", "7 -> 7", "unchanged", "already active"),
+                 width_of(columns) if columns else 160)
+
+
+def test_a_wide_table_becomes_one_block_per_row(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "40")
+    rows = console.table("host", "groups", "address")
+    rows.add_row("dex5550", "intel, monitoring_clients, servers, sff", "dex5550.home.arpa:22")
+    console.print_table(rows)
+    assert [line.rstrip() for line in capsys.readouterr().out.splitlines()] == [
+        "dex5550",
+        "  groups:  intel, monitoring_clients,",
+        "           servers, sff",
+        "  address: dex5550.home.arpa:22",
+    ]
+
+
+def test_on_a_terminal_the_terminals_width_is_used(monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert console.output_width() is None
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    monkeypatch.setenv("COLUMNS", "132")
+    assert console.output_width() == 132
+    monkeypatch.delenv("COLUMNS")
+    assert console.output_width() == console.PIPED_WIDTH == 80
+    assert os.environ.get("COLUMNS") is None
