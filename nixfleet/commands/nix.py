@@ -1,7 +1,10 @@
-"""`nixfleet check-syntax [PATH...]` and `nixfleet check-nix`: the flake's checks without nixpkgs.
+"""The flake's checks and inputs: `nixfleet check-syntax [PATH...]` and `nixfleet check-nix`
+(without nixpkgs), `nixfleet check-flake` (`nix flake check`, which needs the inputs) and
+`nixfleet update-flake [INPUT...]` (nix/flake.lock, with what changed).
 
-Both exit non-zero when anything is wrong and list each problem on its own line (parse errors
-as file:line:col). What still needs a machine with nixpkgs is in nix/README.md.
+Each exits non-zero when anything is wrong and lists each problem on its own line (parse
+errors as file:line:col); where the inputs cannot be fetched, one line says so. What needs a
+machine with nixpkgs is in nix/README.md.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nixfleet import nixcheck
+from nixfleet import console, flake_inputs, nixcheck
 from nixfleet.commands.options import inventory_path
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import load_inventory_file
@@ -38,6 +41,39 @@ def cmd_check_nix(args: argparse.Namespace) -> int:
     problems = nixcheck.check_all(nix_dir, fleet.hosts)
     return _report(problems, f"nix/ agrees with the inventory ({len(fleet.hosts)} hosts); "
                    "building it needs nixpkgs (see nix/README.md)", as_json=args.json)
+
+
+def _nix_dir(args: argparse.Namespace) -> Path:
+    nix_dir = inventory_path(args).parent / "nix"
+    if not (nix_dir / "flake.nix").is_file():
+        raise NixfleetError(f"no flake at {nix_dir / 'flake.nix'}")
+    return nix_dir
+
+
+def cmd_check_flake(args: argparse.Namespace) -> int:
+    check = flake_inputs.flake_check(_nix_dir(args), build=not args.no_build)
+    if check.state is not flake_inputs.CheckState.PASSED:
+        raise NixfleetError(f"nix flake check: {check.line()}")
+    print(check.message)
+    return 0
+
+
+def cmd_update_flake(args: argparse.Namespace) -> int:
+    nix_dir = _nix_dir(args)
+    changes = flake_inputs.update_lock(nix_dir, args.inputs)
+    lock = (nix_dir / flake_inputs.LOCK_FILE).relative_to(nix_dir.parent)
+    changed = [c for c in changes if c.changed]
+    table = console.table("input", "before", "after", title=f"{lock}")
+    for change in changes:
+        table.add_row(change.name, change.before.describe() if change.before else "-",
+                      change.after.describe() if change.after else "-")
+    console.print_table(table)
+    if changed:
+        print(f"{lock}: {len(changed)} input{'s' if len(changed) > 1 else ''} changed "
+              f"({', '.join(c.name for c in changed)}); commit it to deploy them")
+    else:
+        print(f"{lock}: unchanged")
+    return 0
 
 
 def _report(problems: list[str], success: str, as_json: bool) -> int:
@@ -69,3 +105,20 @@ def register(commands: Any) -> None:
                     "list each problem if anything is wrong.")
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.set_defaults(func=cmd_check_nix)
+
+    flake = commands.add_parser(
+        "check-flake", help="nix flake check ./nix (needs the flake's inputs: network)",
+        description="Run `nix flake check` on nix/ (every host's system evaluated, checks "
+                    "built). Needs nixpkgs, home-manager and agenix from GitHub; where they "
+                    "cannot be fetched it says so in one line and exits 1. Never writes "
+                    "nix/flake.lock.")
+    flake.add_argument("--no-build", action="store_true", help="evaluate only (as validate)")
+    flake.set_defaults(func=cmd_check_flake)
+
+    update = commands.add_parser(
+        "update-flake", help="update nix/flake.lock (every input, or those named)",
+        description="Update the flake's inputs in nix/flake.lock: every input, or only the "
+                    "INPUTs named (nix flake update / nix flake lock --update-input), then "
+                    "show each input's locked revision before and after. Needs network.")
+    update.add_argument("inputs", nargs="*", metavar="INPUT", help="e.g. nixpkgs")
+    update.set_defaults(func=cmd_update_flake)

@@ -26,8 +26,14 @@ def copy_repository(destination: Path, parts: tuple[str, ...] = CONFIGURATION) -
     """The working tree's files (tracked, or new and not ignored) under `parts`, in a new git
     repository at `destination`."""
     listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard", "--", *parts],
-                            cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, listed.decode().split("\0")):
+                            cwd=ROOT, capture_output=True)
+    if listed.returncode != 0:  # not a git checkout (an exported tree): every file there
+        names = [str(p.relative_to(ROOT)) for part in parts for p in
+                 ([ROOT / part] if (ROOT / part).is_file() else (ROOT / part).rglob("*"))
+                 if "__pycache__" not in p.parts]
+    else:
+        names = listed.stdout.decode().split("\0")
+    for name in filter(None, names):
         source = ROOT / name
         if source.is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)

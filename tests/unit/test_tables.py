@@ -79,6 +79,16 @@ def test_secrets_list(columns):
     assert_whole(out, cells, width_of(columns))
 
 
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_validate(columns):
+    report = json.loads(piped("validate", "--quick", "--json", columns=""))
+    out = piped("validate", "--quick", columns=columns)
+    cells = words(*[s["name"] for s in report["steps"]], *[s["status"] for s in report["steps"]],
+                  *[s["summary"] for s in report["steps"]])
+    table = out.split("\nsecrets: ")[0]  # the problem lines below are one line each
+    assert_whole(table, cells, width_of(columns))
+
+
 def test_facts(columns, capsys):
     rows = [{"host": "razer", "reachable": True, "generation": 42,
              "generation_date": "2026-11-28 10:01:02", "nixos_version": "26.05.20261101.abcdef0",
