@@ -1,5 +1,5 @@
 # nixfleet recipes, named as in the original configuration's Justfile.
-# Only recipes that work are here; README.md lists the planned ones.
+# README.md ("Commands of the original Justfile") maps every original recipe to its command.
 # `just` comes with the dev extras (rust-just): .venv/bin/just
 # NIXFLEET_TARGET=lab makes every recipe act on the built-in lab instead of the real hosts.
 
@@ -13,9 +13,9 @@ default:
 setup:
     scripts/setup
 
-# The whole test suite (lint, types, unit and lab tests): what CI runs
+# The CI pipeline: steps in parallel with time limits, report.md and junit.xml (--help)
 ci *ARGS:
-    scripts/test {{ARGS}}
+    scripts/ci {{ARGS}}
 
 # The fleet, validated: hosts, groups and merged data (e.g. just inventory --limit nvidia)
 inventory *ARGS:
@@ -25,10 +25,17 @@ inventory *ARGS:
 generate:
     nixfleet generate
 
-# Inventory valid, generated files current, nix/ checks (exits non-zero on any problem)
-validate-quick:
-    nixfleet generate --check
-    nixfleet check-nix
+# Every check that needs no host, one table of steps; exit 1 on any failure
+validate *ARGS:
+    nixfleet validate {{ARGS}}
+
+# validate without promtool/amtool and nix flake check
+validate-quick *ARGS:
+    nixfleet validate --quick {{ARGS}}
+
+# nix flake check ./nix (needs nixpkgs from GitHub; one line says so where unreachable)
+check:
+    nixfleet check-flake
 
 # Every .nix file parses; lists file:line:col of each error and exits non-zero
 check-syntax:
@@ -37,6 +44,27 @@ check-syntax:
 # Feature flags <-> module options, every module imported, no host names in modules
 test-modules:
     nixfleet check-nix
+
+# ruff format and a Nix formatter (nixfmt or alejandra) on PATHs, default the project
+[positional-arguments]
+format *PATHS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if (($# == 0)); then cd "{{justfile_directory()}}"; set -- .; else cd "{{invocation_directory()}}"; fi
+    python=()  # ruff formats any file it is given as Python: directories and *.py only
+    for path in "$@"; do [[ -d "$path" || "$path" == *.py || "$path" == *.pyi ]] && python+=("$path"); done
+    ((${#python[@]} == 0)) || ruff format "${python[@]}"
+    mapfile -t nix_files < <(find "$@" \( -name .git -o -name .venv -o -name result \) -prune \
+      -o -type f -name '*.nix' -print)
+    ((${#nix_files[@]})) || exit 0
+    if command -v nixfmt >/dev/null; then
+      nixfmt "${nix_files[@]}"
+    elif command -v alejandra >/dev/null; then
+      alejandra --quiet "${nix_files[@]}"
+    else
+      echo "format: ${#nix_files[@]} .nix files left as they are: no Nix formatter on PATH;" \
+        "install nixfmt (nixpkgs: nixfmt-rfc-style, the nixpkgs style) or alejandra" >&2
+    fi
 
 # Build one host's system: the real flake locally (needs nixpkgs), the lab's on the lab host
 test-host HOST:
@@ -73,53 +101,64 @@ alias prometheus-status := monitoring-status
 alias grafana-status := monitoring-status
 alias node-exporter-status := monitoring-status
 
-# Switch the machine this runs on (must be an inventory host)
-deploy:
-    pyinfra inventory.py deploys/switch.py --limit "$(hostname)" -y
+# Switch the machine this runs on (an inventory host) after validate-quick
+deploy *FLAGS: validate-quick
+    nixfleet deploy switch --limit "$(hostname)" {{FLAGS}}
 
-# Switch one host (the original's per-host recipes)
-p620:
-    pyinfra inventory.py deploys/switch.py --limit p620 -y
+# Switch p620 after validate-quick (FLAGS: --reboot, --no-rollback)
+p620 *FLAGS: validate-quick
+    nixfleet deploy switch --limit p620 {{FLAGS}}
 
-razer:
-    pyinfra inventory.py deploys/switch.py --limit razer -y
+# Switch razer after validate-quick (FLAGS: --reboot, --no-rollback)
+razer *FLAGS: validate-quick
+    nixfleet deploy switch --limit razer {{FLAGS}}
 
-p510:
-    pyinfra inventory.py deploys/switch.py --limit p510 -y
+# Switch p510 after validate-quick (FLAGS: --reboot, --no-rollback)
+p510 *FLAGS: validate-quick
+    nixfleet deploy switch --limit p510 {{FLAGS}}
 
-dex5550:
-    pyinfra inventory.py deploys/switch.py --limit dex5550 -y
+# Switch dex5550 after validate-quick (FLAGS: --reboot, --no-rollback)
+dex5550 *FLAGS: validate-quick
+    nixfleet deploy switch --limit dex5550 {{FLAGS}}
 
-# Switch every host in parallel; asks first unless given -y
-deploy-all *FLAGS:
+# Switch every host in parallel after validate-quick; asks y/N unless -y
+deploy-all *FLAGS: validate-quick
     #!/usr/bin/env bash
     set -euo pipefail
-    if [[ " {{FLAGS}} " != *" -y "* ]]; then
-      read -r -p "Deploy to ALL hosts? [y/N] " answer
-      [[ "$answer" == [yY] ]] || { echo "aborted"; exit 1; }
+    flags=() yes=false
+    for flag in {{FLAGS}}; do
+      if [[ "$flag" == -y || "$flag" == --yes ]]; then yes=true; else flags+=("$flag"); fi
+    done
+    if ! $yes; then
+      printf 'Deploy to ALL hosts? [y/N] ' >&2  # shown also when the answer is piped in
+      read -r answer || answer=""
+      [[ "$answer" == [yY] ]] || { echo "aborted: nothing was deployed"; exit 1; }
     fi
-    pyinfra inventory.py deploys/switch.py -y
+    exec nixfleet deploy switch "${flags[@]}"
 
-# Update every flake input (needs network); shows the lock file's difference
+# Update every flake input, then switch this machine (the original's system update)
+update: update-flake deploy
+
+# Update every input in nix/flake.lock, showing each one's change (needs network)
 update-flake:
-    nix flake update --flake ./nix
-    git --no-pager diff --stat -- nix/flake.lock; git --no-pager diff -- nix/flake.lock
+    nixfleet update-flake
 
-# Update one flake input (needs network); shows the lock file's difference
+# Update one flake input, e.g. nixpkgs, showing its change (needs network)
 update-input NAME:
-    nix flake lock ./nix --update-input {{NAME}}
-    git --no-pager diff -- nix/flake.lock
+    nixfleet update-flake {{NAME}}
 
-# Every host answers over SSH
-ping-hosts:
-    pyinfra inventory.py exec -y -- true
+# Each host: address, SSH ok, latency, NixOS version (e.g. --limit nvidia)
+ping-hosts *ARGS:
+    nixfleet ping {{ARGS}}
 
-# The built-in lab: up (idempotent), status, down
+# The built-in lab: boot its hosts (idempotent; --extra N adds clones)
 lab-up *ARGS:
     nixfleet lab up {{ARGS}}
 
+# The lab's hosts: state, address, systemd state, generation, memory
 lab-status:
     nixfleet lab status
 
+# Stop the lab; nothing left behind
 lab-down:
     nixfleet lab down

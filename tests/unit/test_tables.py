@@ -14,7 +14,7 @@ from functools import cache
 import pytest
 
 from nixfleet import console
-from nixfleet.commands import facts, monitoring
+from nixfleet.commands import facts, monitoring, ping
 from nixfleet.deploy import DeployRun
 from nixfleet.outcome import Action, HostOutcome, Result
 from tests.unit.repo_support import ROOT, env
@@ -102,6 +102,17 @@ def test_facts(columns, capsys):
         "razer", "42", "(2026-11-28", "10:01:02)", "26.05.20261101.abcdef0", "yes",
         rows[0]["gpu"], "degraded", "nixos-upgrade.service,", "ollama.service", "p510",
         "unreachable:", rows[1]["error"]), width_of(columns))
+
+
+def test_ping(columns, capsys):
+    rows = [ping.Reachability("p620", "192.168.1.97", 22, True, 0.4, 0.31,
+                              "26.05.20261101.abcdef0 (Yarara)", None),
+            ping.Reachability("dex5550", "dex5550.home.arpa", 2222, False, None, None, None,
+                              "ssh: Host key verification failed.")]
+    ping.print_table(rows)
+    assert_whole(capsys.readouterr().out, words(
+        "p620", "192.168.1.97:22", "ok", "(0.31s)", "0.4 ms", rows[0].nixos_version, "dex5550",
+        "dex5550.home.arpa:2222", "no:", rows[1].error), width_of(columns))
 
 
 def test_monitoring_status(columns, capsys):
