@@ -145,6 +145,27 @@ class DeployRun:
         else:
             print("nixfleet: nothing was deployed", file=sys.stderr, flush=True)
 
+    def host_lines(self, results: list[HostOutcome]) -> list[str]:
+        """What the table has no room for, one line each: closure differences, what would
+        happen, drift, backups, verification."""
+        lines = []
+        for r in results:
+            lines += [f"  {r.host}: {line}" for line in [*r.diff, *r.would]]
+            if r.drift:
+                lines.append(f"  {r.host}: the flake directory differed from what nixfleet last "
+                             f"wrote there: {_drift_line(r.drift)}")
+            if r.backup:
+                lines.append(f"  {r.host}: kept what it replaced in {r.backup}")
+            if r.verification is not None:
+                v = r.verification
+                lines.append(f"  {r.host}: verified: " + (
+                    f"{v.passed} checks passed" if v.ok
+                    else f"{len(v.failures)} of {v.total} checks FAILED"))
+                lines += [f"  {r.host}: FAILED {f.check}: {f.line}" for f in v.failures]
+        lines += [f"  verification: {e}" for e in (self.verification.errors
+                                                    if self.verification else [])]
+        return lines
+
     def print_summary(self, results: list[HostOutcome], title: str, write: bool = True) -> None:
         from nixfleet import console as tables
 
@@ -159,26 +180,9 @@ class DeployRun:
         # Piped, one line per host where it fits: logs and scripts read the rows.
         console = tables.console(piped_width=160)
         tables.print_table(table, console)
-        for r in results:
-            for line in [*r.diff, *r.would]:
-                console.print(f"  {r.host}: {line}", highlight=False, soft_wrap=True)
-            if r.drift:
-                console.print(f"  {r.host}: the flake directory differed from what nixfleet "
-                              f"last wrote there: {_drift_line(r.drift)}", highlight=False,
-                              soft_wrap=True)
-            if r.backup:
-                console.print(f"  {r.host}: kept what it replaced in {r.backup}",
-                              highlight=False, soft_wrap=True)
-            if r.verification is not None:
-                v = r.verification
-                console.print(f"  {r.host}: verified: " + (f"{v.passed} checks passed" if v.ok
-                              else f"{len(v.failures)} of {v.total} checks FAILED"),
-                              highlight=False, soft_wrap=True)
-                for failure in v.failures:
-                    console.print(f"  {r.host}: FAILED {failure.check}: {failure.line}",
-                                  highlight=False, soft_wrap=True)
-        for error in self.verification.errors if self.verification else []:
-            console.print(f"  verification: {error}", highlight=False, soft_wrap=True)
+        for text in self.host_lines(results):
+            # One line each whatever the width (grep, logs), never read as rich markup.
+            console.print(text, highlight=False, markup=False, soft_wrap=True)
         if write:
             path = project_root() / ".deploy-logs" / self.deploy_id / "summary.json"
             write_atomic(path, json.dumps([r.to_json() for r in results], indent=2) + "\n")
@@ -291,9 +295,6 @@ def deploy(action: Action | str) -> None:
         action.live or reboot_now)
     run.plans[host.name] = HostPlan(action, rebuilt, preview, noop=plan.noop is not None,
                                     verify=verify)
-    if not plan.noop and rollback and action.live:
-        nixos.confirm(name="confirm from a fresh SSH connection", rebuilt=rebuilt,
-                      confirm_timeout=settings["confirmTimeout"], **safety)
     auto = settings["reboot"] == "auto" and action is Action.SWITCH and not plan.noop
     if reboot_now or auto:
         nixos.reboot(name="reboot into the new generation",

@@ -1,6 +1,6 @@
 """`from operations import nixos` in a deploy file of this repository: nixfleet's operations
 (nixfleet/operations/nixos.py), also importable as `nixfleet.operations.nixos`."""
 
-from nixfleet.operations.nixos import confirm, reboot, rebuild, rollback
+from nixfleet.operations.nixos import reboot, rebuild, rollback
 
-__all__ = ["confirm", "reboot", "rebuild", "rollback"]
+__all__ = ["reboot", "rebuild", "rollback"]

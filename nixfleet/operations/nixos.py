@@ -14,7 +14,7 @@ import base64
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pyinfra import host
 from pyinfra.api import (
@@ -27,6 +27,7 @@ from pyinfra.api import (
     operation,
 )
 from pyinfra.api.operation import OperationMeta
+from pyinfra.connectors.util import CommandOutput
 
 from nixfleet import localbuild, safety
 from nixfleet.facts.deploy import DeployState, HostDeployState
@@ -73,8 +74,19 @@ def plan_rebuild(action: Action, flake_files: Mapping[str, bytes],
     return RebuildPlan(want, changed, send, noop)
 
 
-def _command(arguments: Mapping[str, object]) -> StringCommand:
-    return StringCommand(*(QuoteString(a) for a in protocol.argv(arguments)))
+class _KeepsOutput(StringCommand):
+    """A StringCommand that keeps what it printed, for the step after it in the same
+    operation."""
+
+    output: CommandOutput | None = None
+
+    def execute(self, state: State, host: Host, connector_arguments: Any) -> Any:
+        status, self.output = super().execute(state, host, connector_arguments)
+        return status, self.output
+
+
+def _command(arguments: Mapping[str, object]) -> _KeepsOutput:
+    return _KeepsOutput(*(QuoteString(a) for a in protocol.argv(arguments)))
 
 
 @operation(is_idempotent=False)
@@ -107,7 +119,8 @@ def rebuild(
     + lock_ttl: seconds a build may hold the host's lock
     + rollback: return to the previous system when activation or the health gate fails
     + confirm_timeout: seconds before an unconfirmed switch/test reverts by itself (0: no
-      watchdog; confirm it with the ``confirm`` operation)
+      watchdog); the operation confirms it over a fresh SSH connection once the host is done
+      (with record: it receives the outcome)
     + health_timeout: seconds the host-side health gate retries
     + checks: health checks; the command ones run in the host-side gate
     + build_on: target (the host builds, the default) or local (the deployer builds and copies
@@ -148,12 +161,21 @@ def rebuild(
             yield failure_command(f"local build failed: {error}")
             return
         yield FunctionCommand(_copy_closure, (prebuilt, nix_config, record), {})
-    yield _command({
+    deploy = _command({
         "hostname": host.name, **protocol.action_flags(action), "flake_dir": flake_dir,
         "flake_ref": flake_ref, "want_hash": plan.want_hash, "prebuilt": prebuilt,
         "tarball": tarball, "deploy_id": deploy_id, "owner": owner, "lock_ttl": lock_ttl,
         "rollback": int(rollback), "watchdog": confirm_timeout if action.live else 0,
         "health_timeout": health_timeout, "checks": protocol.command_checks(checks)})
+    yield deploy
+    if confirm_timeout and action.live and rollback and record is not None:
+        # The confirmation belongs to this operation, not one after it: pyinfra waits for
+        # every host between operations, so the slowest host's build would run down this
+        # host's watchdog.
+        values = protocol.values(deploy.output.stdout_lines if deploy.output else [])
+        health = protocol.shell_command(protocol.health_arguments(checks, health_timeout))
+        yield _recorded(record, lambda host: safety.confirm(
+            host.data, values, list(checks), confirm_timeout, health, deploy_id))
 
 
 def failure_command(reason: str) -> StringCommand:
@@ -181,23 +203,6 @@ def _recorded(record: Record, step: Callable[[Host], StepOutcome | None]) -> Fun
         return outcome is None or outcome.result is None
 
     return FunctionCommand(run, (), {})
-
-
-@operation(is_idempotent=False)
-def confirm(rebuilt: OperationMeta, deploy_id: str, confirm_timeout: int, health_timeout: int,
-            record: Record, checks: Sequence[HealthCheck] = ()):
-    """
-    Confirm a switch from the deployer: run the HTTP checks, then stop the host's rollback
-    watchdog over a fresh SSH connection. A failed HTTP check rolls the host back now; a host
-    that cannot be reached rolls back by itself when its watchdog fires.
-
-    + rebuilt: the ``rebuild`` operation of this host
-    + record: called with what came of it
-    """
-    health = protocol.shell_command(protocol.health_arguments(checks, health_timeout))
-    yield _recorded(record, lambda host: safety.confirm(
-        host.data, protocol.values(rebuilt.stdout_lines), list(checks), confirm_timeout,
-        health, deploy_id))
 
 
 @operation(is_idempotent=False)
