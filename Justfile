@@ -147,6 +147,10 @@ update-flake:
 update-input NAME:
     nixfleet update-flake {{NAME}}
 
+# Every benchmark on the lab, their ratio tables, .perf/perf-*.json (--quick: 4 and 16 hosts)
+perf-test *ARGS:
+    python benchmarks/perf.py {{ARGS}}
+
 # Each host: address, SSH ok, latency, NixOS version (e.g. --limit nvidia)
 ping-hosts *ARGS:
     nixfleet ping {{ARGS}}

@@ -41,11 +41,16 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--out", type=Path, default=ROOT / ".perf")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this benchmark (repeatable): deploy, rekey, exporter, "
+                             "verify")
     args = parser.parse_args()
     sizes, repeats = ([4, 16], 1) if args.quick else (args.sizes, 3)
     results, failed = {}, []
     with tempfile.TemporaryDirectory(prefix="nixfleet-perf-") as scratch:
         for name, argv in benchmarks(sizes, repeats).items():
+            if args.only and name not in args.only:
+                continue
             print(f"\n######## {name}: {' '.join(argv[1:])}", flush=True)
             figures = Path(scratch) / f"{name}.json"
             started = time.monotonic()
