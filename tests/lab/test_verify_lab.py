@@ -117,7 +117,8 @@ def repo(tmp_path) -> Iterator:
         shutil.copy(ROOT / name, tmp_path / name)
     for name in ("group_data", "secrets", "nix/lab", "nix/lib", "tests/fleet"):
         shutil.copytree(ROOT / name, tmp_path / name)
-    shutil.copy(ROOT / "nix" / "binary-cache.pub", tmp_path / "nix" / "binary-cache.pub")
+    for name in ("binary-cache.pub", "flake.nix"):  # the cache's key; the release (lab flake)
+        shutil.copy(ROOT / "nix" / name, tmp_path / "nix" / name)
     shutil.copy(ROOT / "tests" / "__init__.py", tmp_path / "tests" / "__init__.py")
     yield tmp_path
     nixfleet("lab", "reset", "p510")
