@@ -20,8 +20,10 @@ checked strictly against the inventory's known_hosts, one multiplexed connection
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import subprocess
 import tempfile
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -111,6 +113,30 @@ class VerifySession:
         if name in self._unreachable:
             pytest.fail(f"unreachable over SSH: {self._unreachable[name]}", pytrace=False)
         return self._hosts[name]
+
+    def open_connections(self, names: list[str]) -> None:
+        """Each host's master connection (and its monitoring server's), opened side by side
+        before the per-host processes fork, so that they share them instead of each opening
+        its own: a key exchange per host, not per host and process."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        wanted = set(names)
+        for name in names:
+            server = self.fleet.hosts[name].features.monitoring.serverHost
+            wanted |= {server} if server in self.fleet.hosts else set()
+
+        config = str(self.ssh_config())  # written once, before the threads
+
+        def connect(name: str) -> None:
+            # The master stays in the background (ControlPersist): no pipes to wait on. A host
+            # that does not answer is the checks' to report, not this.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(["ssh", "-F", config, name, "true"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               timeout=30, check=False)
+
+        with ThreadPoolExecutor(min(len(wanted), MAX_AT_ONCE) or 1) as pool:
+            list(pool.map(connect, sorted(wanted)))
 
     def ssh_config(self) -> Path:
         """One OpenSSH config for the fleet's hosts (a check may ask another host, e.g. its
@@ -213,6 +239,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     at_once = config.getoption("fleet_workers") or min(len(groups), MAX_AT_ONCE)
     if at_once <= 1 or len(groups) <= 1:
         return None
+    config.stash[_SESSION].open_connections([name for name in groups if name])
     run_forked(session, list(groups.values()), at_once)
     return True
 

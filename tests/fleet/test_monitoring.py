@@ -59,18 +59,24 @@ def _scraped_by_its_server(host, spec, config_root, fleet_host, exporter):
                                f"{target['lastError'] or 'no error given'}")
 
 
+# The last answer of each server's Prometheus in this process: a host's exporters ask once.
+_TARGETS: dict[int, dict] = {}
+
+
 def active_targets(server, ports, wanted, wait: float = 15) -> dict:
     """(job, host) -> Prometheus' active target, waiting up to `wait` seconds for the wanted
     ones (a Prometheus a deploy just restarted lists its targets a moment after it is ready)."""
+    found = _TARGETS.get(id(server), {})
     deadline = time.monotonic() + wait
-    while True:
+    while not wanted <= found.keys():
         answer = fetch_json(server, f"http://localhost:{ports['prometheus']}"
                                     "/api/v1/targets?state=active")
-        found = {(t["labels"].get("job"), t["labels"].get("host")): t
-                 for t in answer["data"]["activeTargets"]}
+        found = _TARGETS[id(server)] = {(t["labels"].get("job"), t["labels"].get("host")): t
+                                        for t in answer["data"]["activeTargets"]}
         if wanted <= found.keys() or time.monotonic() > deadline:
-            return found
+            break
         time.sleep(0.5)
+    return found
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: is_server(spec))
