@@ -112,8 +112,9 @@ class DeployRun:
             self.verification = Verification(errors=[str(error)])
             for name in names:
                 self.verification.hosts[name] = HostVerification(name)
-        failed = {name for name in names if not self.verification.ok
-                  and (self.verification.errors or not self.verification.hosts[name].ok)}
+        # A suite that could not run fails every host it was to verify.
+        failed = set(names) if self.verification.errors else {
+            name for name in names if not self.verification.hosts[name].ok}
         self.state.failed_hosts.update(h for h in self.state.inventory if h.name in failed)
 
     def outcomes(self) -> list[HostOutcome]:
