@@ -290,6 +290,7 @@ def deploy(action: Action | str) -> None:
         confirm_timeout=settings["confirmTimeout"] if rollback else 0,
         build_on=settings["buildOn"],
         nix_config=target.nix_config(),
+        known=state,
         **safety,
     )
     verify = settings["verify"] and not _flag(host.data.get("no_verify")) and (

@@ -4,8 +4,9 @@ switch from a fresh connection, reboot into the new generation, roll it back.
 The rebuild runs as one remote command (nixfleet/remote/deploy.sh, its protocol in
 nixfleet/remote/protocol.py) under the host's deploy lock. The flake files that changed travel
 inside that command (or, when large, in one upload before it), so a deploy costs the host two
-SSH round trips: the HostDeployState fact and the command. A host whose flake and system are
-already the deployed ones is a no-op decided from that fact: no command at all.
+SSH round trips: the HostDeployState fact (read once, when the deploy is planned) and the
+command. A host whose flake and system are already the deployed ones is a no-op decided from
+that fact: no command at all.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def rebuild(
     build_on: Literal["target", "local"] = "target",
     nix_config: str = "",
     record: Record | None = None,
+    known: DeployState | None = None,
 ):
     """
     Send the flake (only the files that changed) and run ``nixos-rebuild ACTION`` semantics,
@@ -127,6 +129,8 @@ def rebuild(
       the closure with nix copy; the host only activates)
     + nix_config: extra NIX_CONFIG lines for the deployer's own Nix (a local build)
     + record: called with a failure found on the deployer (a local build or copy)
+    + known: the host's HostDeployState fact when the caller has just read it (one round trip
+      fewer; deploy.sh checks it again under the lock, so a stale one changes nothing)
 
     A host whose flake and system already are the deployed ones is a no-op (from facts): no
     command runs. The result is printed as protocol lines (nixfleet/remote/protocol.py).
@@ -139,7 +143,7 @@ def rebuild(
                       flake_dir="/etc/nixos", flake_ref="path:/etc/nixos",
                       deploy_id=deploy_id, owner="root@laptop", confirm_timeout=30)
     """
-    state = host.get_fact(HostDeployState, flake_dir=flake_dir)
+    state = known or host.get_fact(HostDeployState, flake_dir=flake_dir)
     plan = plan_rebuild(action, flake_files, state)
     if plan.noop:
         host.noop(plan.noop)
@@ -175,7 +179,7 @@ def rebuild(
         values = protocol.values(deploy.output.stdout_lines if deploy.output else [])
         health = protocol.shell_command(protocol.health_arguments(checks, health_timeout))
         yield _recorded(record, lambda host: safety.confirm(
-            host.data, values, list(checks), confirm_timeout, health, deploy_id))
+            host, values, list(checks), confirm_timeout, health, deploy_id))
 
 
 def failure_command(reason: str) -> StringCommand:
@@ -226,7 +230,7 @@ def reboot(rebuilt: OperationMeta | None, deploy_id: str, owner: str, health_tim
             back = protocol.shell_command({
                 "mode": "rollback", "hostname": host.name, "deploy_id": f"{deploy_id}-back",
                 "owner": owner, "target_generation": values["generation_before"]})
-        return safety.reboot(host.data, values, health, back, only_if_required)
+        return safety.reboot(host, values, health, back, only_if_required)
 
     yield _recorded(record, step)
 
