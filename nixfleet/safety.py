@@ -1,6 +1,6 @@
 """After a host is switched: confirm it from a fresh SSH connection, run the HTTP checks from
 the deployer, and reboot it when asked. These run inside pyinfra (as FunctionCommands) on the
-deployer, all hosts at once (pyinfra's gevent makes subprocess and sleep cooperative).
+deployer, all hosts at once (pyinfra's gevent makes sockets and sleep cooperative).
 
 The host-side half (watchdog, health gate, rollback) is nixfleet/remote/{deploy,health}.sh.
 Each step returns what it made of the host (a StepOutcome) for the deploy run to collect.
@@ -8,19 +8,17 @@ Each step returns what it made of the host (a StepOutcome) for the deploy run to
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
 
-import httpx
+from pyinfra.api import Host
 
 from nixfleet.facts.nix import SYSTEM_LINKS_COMMAND, parse_system_links
 from nixfleet.facts.parsers.nix import SYSTEM_PROFILE, generation_number
 from nixfleet.model import HealthCheck
 from nixfleet.outcome import Result, StepOutcome
 from nixfleet.remote import protocol
-from nixfleet.ssh import fresh_ssh
+from nixfleet.ssh import Answer, fresh_ssh
 
 REBOOT_TIMEOUT = 180
 
@@ -42,6 +40,8 @@ def wait_for(predicate: Callable[[], bool], seconds: float, period: float = 1.0)
 
 def http_failure(check: HealthCheck, address: str) -> str | None:
     """Poll the check's URL every period until it answers expectStatus or timeout passes."""
+    import httpx  # here, not at the top: most deploys have no HTTP check (and it costs 40 ms)
+
     url = (check.http or "").replace("{address}", address)
     last = "no attempt"
 
@@ -60,7 +60,7 @@ def http_failure(check: HealthCheck, address: str) -> str | None:
     return f"check {check.name}: {url} gave {last}, expected HTTP {check.expectStatus}"
 
 
-def confirm(data: Any, values: dict[str, str], checks: list[HealthCheck],
+def confirm(host: Host, values: dict[str, str], checks: list[HealthCheck],
             confirm_timeout: int, health_command: str, deploy_id: str) -> StepOutcome | None:
     """The deployer's side of the watchdog deploy.sh armed: HTTP checks, then a fresh SSH
     connection stops the watchdog. If the checks fail, roll back now; if no connection can be
@@ -69,13 +69,13 @@ def confirm(data: Any, values: dict[str, str], checks: list[HealthCheck],
     if not watchdog:
         return None
     started = time.monotonic()
-    address = str(data.get("ssh_hostname"))
+    address = str(host.data.get("ssh_hostname"))
     failures = [f for c in checks if c.http and (f := http_failure(c, address))]
     if failures:
-        revert = fresh_ssh(data, f"systemctl start {watchdog}.service && "
+        revert = fresh_ssh(host, f"systemctl start {watchdog}.service && "
                                  f"systemctl stop {watchdog}.timer; {health_command}")
-        regate = "the old generation passes the gate again" if revert and \
-            revert.returncode == 0 else "the old generation fails the gate too"
+        regate = "the old generation passes the gate again" if revert and revert.ok \
+            else "the old generation fails the gate too"
         return StepOutcome(f"health check failed: {failures[0]}; rolled back ({regate})",
                            Result.ROLLED_BACK, _generation(values.get("generation_before")))
 
@@ -83,23 +83,23 @@ def confirm(data: Any, values: dict[str, str], checks: list[HealthCheck],
 
     def stop_the_watchdog() -> bool:
         nonlocal confirmed
-        result = fresh_ssh(data, f"systemctl is-active --quiet {watchdog}.timer && "
+        result = fresh_ssh(host, f"systemctl is-active --quiet {watchdog}.timer && "
                                  f"systemctl stop {watchdog}.timer && echo confirmed", 15)
         confirmed = result is not None and "confirmed" in result.stdout
         # Reached, but the timer is gone: the watchdog already fired.
-        return confirmed or (result is not None and result.returncode != 255)
+        return result is not None
 
     # Stop trying shortly before the watchdog fires, so the two never race.
     wait_for(stop_the_watchdog, max(1.0, confirm_timeout - 2 - (time.monotonic() - started)))
     if confirmed:
         return StepOutcome("confirmed over a fresh SSH connection")
-    back: subprocess.CompletedProcess | None = None
+    back: Answer | None = None
 
     def reverted() -> bool:
         nonlocal back
         # The watchdog's note is read once and removed: nothing is left behind.
         marker = f"/var/lib/nixfleet/rolled-back-{deploy_id}"
-        back = fresh_ssh(data, f"cat {marker} 2>/dev/null && rm -f {marker}; "
+        back = fresh_ssh(host, f"cat {marker} 2>/dev/null && rm -f {marker}; "
                                f"readlink {SYSTEM_PROFILE}", 15)
         return back is not None
 
@@ -116,28 +116,28 @@ def confirm(data: Any, values: dict[str, str], checks: list[HealthCheck],
                        f"{generation}", Result.ROLLED_BACK, generation)
 
 
-def reboot_required(data: Any) -> bool:
-    result = fresh_ssh(data, SYSTEM_LINKS_COMMAND)
+def reboot_required(host: Host) -> bool:
+    result = fresh_ssh(host, SYSTEM_LINKS_COMMAND)
     return result is not None and parse_system_links(result.stdout).reboot_required
 
 
-def reboot(data: Any, values: dict[str, str], health_command: str,
+def reboot(host: Host, values: dict[str, str], health_command: str,
            rollback_command: str | None, only_if_required: bool) -> StepOutcome | None:
     """Reboot, wait for a new boot id, check the running generation is the new one, and run the
     health gate; roll back (where the host boots) when it does not come back healthy."""
     if values.get("result") not in (Result.CHANGED, Result.UNCHANGED):
         return None
-    if only_if_required and not reboot_required(data):
+    if only_if_required and not reboot_required(host):
         return None
-    before = fresh_ssh(data, "cat /proc/sys/kernel/random/boot_id")
+    before = fresh_ssh(host, "cat /proc/sys/kernel/random/boot_id")
     if before is None:
         return StepOutcome("unreachable before the reboot", Result.FAILED)
-    fresh_ssh(data, "systemctl reboot", 15)
-    after: subprocess.CompletedProcess | None = None
+    fresh_ssh(host, "systemctl reboot", 15)
+    after: Answer | None = None
 
     def new_boot() -> bool:
         nonlocal after
-        after = fresh_ssh(data, "cat /proc/sys/kernel/random/boot_id; "
+        after = fresh_ssh(host, "cat /proc/sys/kernel/random/boot_id; "
                                 "systemctl is-system-running --wait >/dev/null; "
                                 "readlink -f /run/current-system; "
                                 f"readlink -f {SYSTEM_PROFILE}", 60)
@@ -149,14 +149,14 @@ def reboot(data: Any, values: dict[str, str], health_command: str,
     _, running, default = [*after.stdout.split(), "", "", ""][:3]
     problem = None if running == default else f"after the reboot it runs {running}, not {default}"
     if problem is None:
-        gate = fresh_ssh(data, health_command, 600)
-        if gate is None or gate.returncode != 0:
+        gate = fresh_ssh(host, health_command, 600)
+        if gate is None or not gate.ok:
             problem = protocol.values(gate.stdout.splitlines()).get(
                 "reason", "health gate failed") if gate else "unreachable after the reboot"
     if problem is None:
         return StepOutcome("rebooted into the new generation, healthy")
     if rollback_command:
-        reverted = fresh_ssh(data, rollback_command, 600)
+        reverted = fresh_ssh(host, rollback_command, 600)
         generation = protocol.values(reverted.stdout.splitlines()).get("generation_after") \
             if reverted else None
         return StepOutcome(f"{problem}; rolled back", Result.ROLLED_BACK, _generation(generation))

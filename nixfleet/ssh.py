@@ -1,11 +1,17 @@
-"""One way nixfleet opens its own SSH connections (outside pyinfra's): OpenSSH with the
-host's pyinfra connection data, host keys checked strictly, never a password prompt."""
+"""How nixfleet opens SSH connections of its own, with the host's pyinfra connection data,
+host keys checked strictly, never a password prompt:
+- ssh_argv: an OpenSSH command line, for other processes (verification, the lab, benchmarks);
+- fresh_ssh: inside a pyinfra run, one command over a new connection made the way pyinfra made
+  the deploy's own (its connector), e.g. to prove a switched host still takes new connections.
+"""
 
 from __future__ import annotations
 
 import shlex
-import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from pyinfra.api import Host
 
 CONNECT_TIMEOUT = 5
 
@@ -23,13 +29,33 @@ def ssh_argv(data: Any) -> list[str]:
     return [*argv, f"{user}@{data.get('ssh_hostname')}"]
 
 
-def fresh_ssh(data: Any, command: str, timeout: float = 60) -> subprocess.CompletedProcess | None:
-    """Run `command` over a new SSH connection; None when the host cannot be reached."""
-    if (data.get("ssh_user") or "root") != "root":
+class Answer(NamedTuple):
+    ok: bool  # the command exited 0
+    stdout: str
+    stderr: str
+
+
+def fresh_ssh(host: Host, command: str, timeout: float = 60) -> Answer | None:
+    """Run `command` over a new SSH connection (new TCP connection, key exchange, login and
+    session), made by a second instance of the host's pyinfra connector: the same key,
+    known_hosts and ssh config as the deploy's own connection. In-process, so no ssh client
+    starts (on a busy deployer that is most of a connection's cost). None when the host cannot
+    be reached or the command does not end within `timeout` seconds."""
+    from paramiko import SSHException
+    from pyinfra.api import StringCommand
+    from pyinfra.api.exceptions import ConnectError
+
+    if (host.data.get("ssh_user") or "root") != "root":
         command = f"sudo -n sh -c {shlex.quote(command)}"
+    connector = host.connector_cls(host.state, host)
     try:
-        result = subprocess.run([*ssh_argv(data), command], capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
+        connector.connect()
+        ok, output = connector.run_shell_command(StringCommand(command), False, False,
+                                                 _timeout=max(1, int(timeout)))
+    except (ConnectError, SSHException, OSError, TimeoutError, EOFError):
         return None
-    return None if result.returncode == 255 else result
+    finally:
+        client = getattr(connector, "client", None)
+        if client is not None:
+            client.close()
+    return Answer(ok, output.stdout, output.stderr)
