@@ -53,6 +53,7 @@ phase() { # NAME: seconds since the last phase mark, for the benchmark's breakdo
 }
 generation() { readlink "$profile" 2>/dev/null | sed -n 's/^.*system-\([0-9]*\)-link$/\1/p'; }
 finish() { # RESULT REASON EXIT
+  print_difference
   say result "$1"
   say reason "$2"
   [ "$3" -eq 0 ] || echo "nixfleet: $hostname: $2" >&2
@@ -92,7 +93,7 @@ take_lock() {
 release_lock() { # under the short lock, so that no contender finds the lock without its holder
   exec 8<"$run_dir"
   flock 8
-  rm -f "$run_dir/holder" "$build_out" ${upload:+"$upload"}
+  rm -f "$run_dir/holder" "$build_out" "$difference_out" ${upload:+"$upload"}
   [ -f "$build_log" ] && mv -f "$build_log" "$state_dir/build.log"  # the last build's log
   flock -u 9
 }
@@ -242,13 +243,24 @@ build_system() {
   say toplevel "$toplevel"
 }
 
-show_difference() { # packages with versions (as nix store diff-closures shows), size delta
+show_difference() { # packages with versions (as nix store diff-closures shows), size delta;
+  # in the background: activation need not wait for it (print_difference collects it)
   [ -n "$system_before" ] && [ "$toplevel" != "$system_before" ] || return 0
-  nix store diff-closures "$system_before" "$toplevel" 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g' \
-    | while IFS= read -r line; do say diff "$line"; done
-  size() { nix path-info -S "$1" 2>/dev/null | awk '{print $2}'; }
-  say closure_before "$(size "$system_before")"
-  say closure_after "$(size "$toplevel")"
+  ( exec 8<&- 9<&-  # holds no lock
+    nix store diff-closures "$system_before" "$toplevel" 2>/dev/null \
+      | sed 's/\x1b\[[0-9;]*m//g' | while IFS= read -r line; do say diff "$line"; done
+    nix path-info -S "$system_before" "$toplevel" 2>/dev/null \
+      | awk -v before="$system_before" -v after="$toplevel" \
+          '$1 == before { print "NIXFLEET closure_before=" $2 }
+           $1 == after { print "NIXFLEET closure_after=" $2 }'
+  ) > "$difference_out" &
+  difference_pid=$!
+}
+print_difference() {
+  [ -n "$difference_pid" ] || return 0
+  wait "$difference_pid"
+  difference_pid=
+  cat "$difference_out"
 }
 
 remember() { printf '%s %s\n' "$want_hash" "$toplevel" > "$state_dir/last-deploy.new" \
@@ -327,6 +339,7 @@ if [ "$mode" = health ]; then
   exit 1
 fi
 upload= build_out="$state_dir/build-$deploy_id.out" build_log="$state_dir/build-$deploy_id.log"
+difference_out="$state_dir/difference-$deploy_id" difference_pid=
 [ "$tarball" = - ] || [ "${tarball#base64:}" != "$tarball" ] || upload=$tarball
 trap 'rm -f ${upload:+"$upload"}' EXIT  # an uploaded delta goes, even when the host is locked
 take_lock

@@ -64,7 +64,8 @@ case "$1 $2" in
   "store diff-closures")
     printf 'go: \033[32m∅ → 1.23.4\033[0m, +11.1 KiB\n' ;;
   "path-info -S")
-    echo "$3 $(cat "$3/closure-size")" ;;
+    shift 2
+    for path; do echo "$path $(cat "$path/closure-size")"; done ;;
   *) echo "nix stand-in: unexpected $*" >&2; exit 2 ;;
 esac
 """
