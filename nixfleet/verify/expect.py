@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,24 @@ def is_server(host: Host) -> bool:
     return host.features.monitoring.enable and host.features.monitoring.mode != "client"
 
 
+def alerts(host: Host) -> bool:
+    """A monitoring server that runs Alertmanager."""
+    return is_server(host) and host.features.monitoring.features.alerting
+
+
+def is_cache_client(host: Host) -> bool:
+    """A monitored host with a server: its Nix substitutes from the server's binary cache."""
+    return host.features.monitoring.enable and host.features.monitoring.serverHost is not None
+
+
+def has_providers_file(host: Host) -> bool:
+    return host.features.ai.enable and host.features.ai.providers.enable
+
+
+def runs_ollama(host: Host) -> bool:
+    return host.features.ai.enable and host.features.ai.ollama
+
+
 def scrape_targets(fleet: Fleet, server: Host) -> set[tuple[str, str]]:
     """(job, host) of every target the server must scrape: itself and each job's hosts."""
     targets = {("prometheus", server.name)}
@@ -66,11 +85,18 @@ def dashboard_uids(fleet: Fleet, server: Host) -> set[str]:
 
 def ai_providers(host: Host, root: Path) -> dict[str, Any]:
     """/etc/ai-providers.json as the host's flake renders it (nix/lib/ai-providers.nix with
-    the host's features.ai.providers), evaluated here by Nix without nixpkgs."""
-    settings = json.dumps(host.nix_data()["features"]["ai"]["providers"])
+    the host's features.ai.providers), evaluated here by Nix without nixpkgs; once per process
+    for the same settings (shared: not to be changed)."""
+    return _rendered_providers(json.dumps(host.nix_data()["features"]["ai"]["providers"],
+                                          sort_keys=True),
+                               str((root / AI_PROVIDERS_NIX).resolve()))
+
+
+@cache
+def _rendered_providers(settings: str, file: str) -> dict[str, Any]:
     rendered: dict[str, Any] = evaluate(
         "{ file, settings }: import (/. + file) { settings = builtins.fromJSON settings; }",
-        file=str((root / AI_PROVIDERS_NIX).resolve()), settings=settings)
+        file=file, settings=settings)
     return rendered
 
 

@@ -6,23 +6,20 @@ from __future__ import annotations
 import pytest
 
 from nixfleet.target import current_target
-from nixfleet.verify.expect import binary_cache_url, is_server
-from tests.fleet.support import fetch
-
-NIX_CONFIG = "nix --extra-experimental-features nix-command show-config"
+from nixfleet.verify.expect import binary_cache_url, is_cache_client, is_server
+from tests.fleet.support import NIX_CONFIG, fetch
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: is_server(spec))
-def test_the_cache_answers(host, spec, config_root):
+def test_the_cache_answers(reads, spec, config_root):
     url = binary_cache_url(spec.name, config_root, at="localhost")
-    info = fetch(host, f"{url}/nix-cache-info")
+    info = fetch(reads, f"{url}/nix-cache-info")
     assert "StoreDir: /nix/store" in info, f"{url}/nix-cache-info says {info[:60]!r}"
 
 
-@pytest.mark.fleet(hosts=lambda spec, session: spec.features.monitoring.enable
-                   and spec.features.monitoring.serverHost is not None)
-def test_nix_substitutes_from_the_fleet_cache(host, spec, fleet, config_root):
-    settings = dict(line.split(" = ", 1) for line in host.check_output(NIX_CONFIG).splitlines()
+@pytest.mark.fleet(hosts=lambda spec, session: is_cache_client(spec))
+def test_nix_substitutes_from_the_fleet_cache(reads, spec, fleet, config_root):
+    settings = dict(line.split(" = ", 1) for line in reads.check_output(NIX_CONFIG).splitlines()
                     if " = " in line)
     url = binary_cache_url(spec.features.monitoring.serverHost, config_root)
     assert url in settings.get("substituters", "").split(), \

@@ -11,12 +11,22 @@ import pytest
 
 from nixfleet.monitoring import metrics as m
 from nixfleet.monitoring import read_ports
-from nixfleet.verify.expect import dashboard_uids, exporters, is_server, scrape_targets
-from tests.fleet.support import fetch, fetch_json, samples
+from nixfleet.verify.expect import alerts, dashboard_uids, exporters, is_server, scrape_targets
+from tests.fleet.support import (
+    EXPORTER_STARTS,
+    GRAFANA_PASSWORD,
+    LISTENING,
+    fetch,
+    fetch_json,
+    listens,
+    metrics_url,
+    samples,
+    server_urls,
+    started_at,
+)
 
 # The GPU tools' sources: a GPU that does not answer is the gpu checks' finding, not these.
 GPU_SOURCES = frozenset({"lspci", "nvidia-smi", "rocm-smi"})
-GRAFANA_PASSWORD = "/run/agenix/grafana-admin-password"
 STARTING = 5  # seconds an exporter may take from its unit's start to listening
 
 
@@ -25,23 +35,22 @@ def _exporters(spec, session):
 
 
 @pytest.mark.fleet(each=_exporters, arg="exporter")
-def test_the_exporter_serves_its_metrics_and_is_scraped(host, spec, config_root, fleet_host,
+def test_the_exporter_serves_its_metrics_and_is_scraped(reads, spec, config_root, fleet_host,
                                                         exporter):
-    url = f"http://localhost:{exporter.port}/metrics"
-    listening = host.socket.get_listening_sockets()
-    assert any(s.startswith("tcp://") and s.endswith(f":{exporter.port}") for s in listening), \
+    url = metrics_url(exporter.port)
+    assert listens(reads.check_output(LISTENING), exporter.port), \
         f"nothing listens on :{exporter.port}"
-    found = samples(fetch(host, url), url)
+    found = samples(fetch(reads, url), url)
     failing = {s.labels.get("source") for name in (m.NIXOS_SOURCE_ERROR, m.SYSTEMD_SOURCE_ERROR)
                for s in found.get(name, []) if s.value}
     assert not failing - GPU_SOURCES, f"sources failing: {', '.join(sorted(failing))}"
     missing = [n for n in exporter.metrics if n not in found
                and not (n.startswith("nixfleet_gpu_") and failing & GPU_SOURCES)]
     assert not missing, f"missing what the dashboard reads: {', '.join(missing)}"
-    _scraped_by_its_server(host, spec, config_root, fleet_host, exporter)
+    _scraped_by_its_server(reads, spec, config_root, fleet_host, exporter)
 
 
-def _scraped_by_its_server(host, spec, config_root, fleet_host, exporter):
+def _scraped_by_its_server(reads, spec, config_root, fleet_host, exporter):
     """Its server's Prometheus has the target up, or has not scraped it since the exporter
     (re)started: a deploy that just restarted it is not a down target."""
     server = spec.features.monitoring.serverHost or spec.name
@@ -51,10 +60,8 @@ def _scraped_by_its_server(host, spec, config_root, fleet_host, exporter):
     assert target is not None, f"Prometheus on {server} has no {exporter.job} target for it"
     if target["health"] == "up":
         return
-    unit = next(u for u in ("prometheus-node-exporter", "nixfleet-nixos-exporter",
-                            "nixfleet-systemd-exporter") if u.endswith(exporter.job))
-    started = int(host.check_output(
-        f'date -d "$(systemctl show -P ActiveEnterTimestamp {unit})" +%s'))
+    # When its unit started (read with the host's other reads; 0: never active).
+    started = started_at(reads.check_output(EXPORTER_STARTS)).get(exporter.job, 0)
     scraped = datetime.fromisoformat(target["lastScrape"]).timestamp()
     # A scrape in the first seconds after the (re)start may come before the exporter listens
     # (systemd counts it active at exec; its timestamp has whole seconds): not evidence yet.
@@ -83,11 +90,10 @@ def active_targets(server, ports, wanted, wait: float = 15) -> dict:
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: is_server(spec))
-def test_prometheus_is_ready_with_every_expected_target(host, spec, fleet, config_root):
-    ports = read_ports(config_root)
-    fetch(host, f"http://localhost:{ports['prometheus']}/-/ready")
+def test_prometheus_is_ready_with_every_expected_target(host, reads, spec, fleet, config_root):
+    fetch(reads, server_urls(config_root)["prometheus"])
     want = scrape_targets(fleet, spec)
-    have = set(active_targets(host, ports, want))
+    have = set(active_targets(host, read_ports(config_root), want))
     assert have == want, "; ".join(
         f"{len(targets)} {what}: {few(targets)}"
         for what, targets in (("missing", want - have), ("unexpected", have - want)) if targets)
@@ -100,23 +106,21 @@ def few(targets: set[tuple[str, str]], shown: int = 3) -> str:
     return ", ".join(named[:shown]) + more
 
 
-@pytest.mark.fleet(hosts=lambda spec, session: is_server(spec)
-                   and spec.features.monitoring.features.alerting)
-def test_alertmanager_is_ready_and_prometheus_sends_to_it(host, config_root):
-    ports = read_ports(config_root)
-    fetch(host, f"http://localhost:{ports['alertmanager']}/-/ready")
-    answer = fetch_json(host, f"http://localhost:{ports['prometheus']}/api/v1/alertmanagers")
-    urls = [a["url"] for a in answer["data"]["activeAlertmanagers"]]
-    assert any(f":{ports['alertmanager']}/" in url for url in urls), \
-        f"Prometheus sends alerts to {urls or 'no Alertmanager'}"
+@pytest.mark.fleet(hosts=lambda spec, session: alerts(spec))
+def test_alertmanager_is_ready_and_prometheus_sends_to_it(reads, config_root):
+    port = read_ports(config_root)["alertmanager"]
+    fetch(reads, server_urls(config_root)["alertmanager"])
+    answer = fetch_json(reads, server_urls(config_root)["alertmanagers"])
+    sent_to = [a["url"] for a in answer["data"]["activeAlertmanagers"]]
+    assert any(f":{port}/" in url for url in sent_to), \
+        f"Prometheus sends alerts to {sent_to or 'no Alertmanager'}"
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: is_server(spec))
-def test_grafana_is_healthy_with_the_provisioned_dashboards(host, spec, fleet, config_root):
-    base = f"http://localhost:{read_ports(config_root)['grafana']}"
-    health = fetch_json(host, f"{base}/api/health")
+def test_grafana_is_healthy_with_the_provisioned_dashboards(reads, spec, fleet, config_root):
+    urls = server_urls(config_root)
+    health = fetch_json(reads, urls["grafana"])
     assert health.get("database") == "ok", f"Grafana's database is {health.get('database')}"
-    found = {d["uid"] for d in fetch_json(host, f"{base}/api/search?type=dash-db",
-                                          auth_file=GRAFANA_PASSWORD)}
+    found = {d["uid"] for d in fetch_json(reads, urls["dashboards"], auth_file=GRAFANA_PASSWORD)}
     missing = dashboard_uids(fleet, spec) - found
     assert not missing, f"dashboards not provisioned: {', '.join(sorted(missing))}"

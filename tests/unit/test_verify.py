@@ -16,6 +16,7 @@ from nixfleet.inventory import load_inventory_file
 from nixfleet.target import target_named
 from nixfleet.verify.plugin import check_name, one_line, ssh_config_text
 from nixfleet.verify.report import Failure, HostVerification, Verification
+from tests.fleet.support import Reads, listens, run_together, started_at
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,13 +49,15 @@ def test_a_note(spec, note):
 
 @pytest.fixture
 def suite(tmp_path: Path) -> Path:
-    """A configuration repository (the real inventory) whose tests/fleet holds SUITE."""
+    """A configuration repository (the real inventory) whose tests/fleet holds SUITE beside
+    the suite's conftest and support."""
     for name in ("inventory.py", "known_hosts"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "group_data", tmp_path / "group_data")
     fleet = tmp_path / "tests" / "fleet"
     fleet.mkdir(parents=True)
-    (fleet / "conftest.py").write_text((ROOT / "tests" / "fleet" / "conftest.py").read_text())
+    for name in ("__init__.py", "fleet/__init__.py", "fleet/conftest.py", "fleet/support.py"):
+        shutil.copy(ROOT / "tests" / name, tmp_path / "tests" / name)
     (fleet / "test_demo.py").write_text(textwrap.dedent(SUITE))
     return tmp_path
 
@@ -174,6 +177,66 @@ def test_a_failure_is_one_line():
     assert one_line(RuntimeError("CommandResult(command=b'id -u', exit_status=255, ...)")) \
         == "SSH failed (host unreachable or its key refused)"
     assert one_line(KeyError("x")) == "KeyError: 'x'"
+
+
+class CountingHost:
+    """This machine as a testinfra host, counting the commands it runs (each one an SSH
+    command on a fleet host)."""
+
+    def __init__(self) -> None:
+        import testinfra
+
+        self.local = testinfra.get_host("local://")
+        self.backend = self.local.backend
+        self.commands: list[str] = []
+
+    def run(self, command: str):
+        self.commands.append(command)
+        return self.local.run(command)
+
+
+READ_TOGETHER = [
+    "printf 'no newline at the end'",
+    "echo out; echo err >&2; exit 3",
+    "printf 'caf\\303\\251\\n\\n'",  # not ASCII; blank lines
+    "cat",  # stdin: nothing
+    "echo only err >&2",
+]
+
+
+def test_a_hosts_reads_run_in_one_command_and_answer_as_each_alone():
+    host = CountingHost()
+    together = run_together(host, READ_TOGETHER)
+    assert len(host.commands) == 1
+    for command in READ_TOGETHER:
+        alone = host.local.run(command)
+        answer = together[command]
+        assert (answer.rc, answer.stdout, answer.stderr) == (alone.rc, alone.stdout,
+                                                             alone.stderr), command
+    assert together["printf 'caf\\303\\251\\n\\n'"].stdout == "caf\u00e9\n\n"
+
+
+def test_a_read_not_among_the_hosts_reads_runs_when_asked():
+    host = CountingHost()
+    reads = Reads(host, ["echo read", "exit 3"])
+    assert reads.check_output("echo read") == "read" and len(host.commands) == 1
+    with pytest.raises(AssertionError, match=r"^Unexpected exit code 3 for "):
+        reads.check_output("exit 3")
+    assert reads.check_output("echo live") == "live"
+    assert host.commands[1:] == ["echo live"]
+
+
+def test_listening_sockets_and_exporter_starts_are_read_from_their_output():
+    ss = ("State  Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess\n"
+          "LISTEN 0      5            0.0.0.0:9102       0.0.0.0:*\n"
+          "LISTEN 0      4096               *:9100             *:*\n"
+          "LISTEN 0      128             [::]:22            [::]:*\n")
+    assert [listens(ss, port) for port in (9100, 9102, 22, 9101, 910)] == [
+        True, True, True, False, False]
+    starts = ("Id=prometheus-node-exporter.service\nActiveEnterTimestamp=@1796025483\n\n"
+              "Id=nixfleet-nixos-exporter.service\nActiveEnterTimestamp=\n\n"
+              "Id=nixfleet-systemd-exporter.service\nActiveEnterTimestamp=@1796025490\n")
+    assert started_at(starts) == {"node-exporter": 1796025483, "systemd-exporter": 1796025490}
 
 
 def test_the_ssh_config_checks_host_keys_strictly_and_multiplexes():
