@@ -93,10 +93,12 @@ class VerifySession:
         self._ssh_config: Path | None = None
         self._hosts: dict[str, Any] = {}
         self._unreachable: dict[str, str] = {}  # host -> why
+        self._answered: set[str] = set()  # hosts whose master connection is open
 
     def testinfra_host(self, name: str) -> Any:
         """The host's testinfra connection; a host that does not answer fails each check at
-        once with the same line (not after a connect timeout per command)."""
+        once with the same line (not after a connect timeout per command). Tried with `true`
+        unless open_connections() found it answering."""
         import testinfra
 
         if name not in self._hosts:
@@ -105,7 +107,8 @@ class VerifySession:
                 f"ssh://{name}", ssh_config=str(self.ssh_config()), controlpersist=0,
                 sudo=(data.get("ssh_user") or "root") != "root")
             try:
-                host.run("true")
+                if name not in self._answered:
+                    host.run("true")
                 self._hosts[name] = host
             except RuntimeError as error:  # ssh's exit 255
                 stderr = getattr(error.args[0], "stderr", "") if error.args else ""
@@ -117,7 +120,8 @@ class VerifySession:
     def open_connections(self, names: list[str]) -> None:
         """Each host's master connection (and its monitoring server's), opened side by side
         before the per-host processes fork, so that they share them instead of each opening
-        its own: a key exchange per host, not per host and process."""
+        its own: a key exchange per host, not per host and process. Those that answer need no
+        trial in the processes (testinfra_host)."""
         from concurrent.futures import ThreadPoolExecutor
 
         wanted = set(names)
@@ -131,9 +135,10 @@ class VerifySession:
             # The master stays in the background (ControlPersist): no pipes to wait on. A host
             # that does not answer is the checks' to report, not this.
             with contextlib.suppress(subprocess.TimeoutExpired):
-                subprocess.run(["ssh", "-F", config, name, "true"], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               timeout=30, check=False)
+                if subprocess.run(["ssh", "-F", config, name, "true"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=30, check=False).returncode == 0:
+                    self._answered.add(name)
 
         with ThreadPoolExecutor(min(len(wanted), MAX_AT_ONCE) or 1) as pool:
             list(pool.map(connect, sorted(wanted)))

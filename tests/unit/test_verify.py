@@ -115,14 +115,17 @@ def test_each_host_is_checked_in_a_process_of_its_own(suite):
     assert in_turn.returncode == 0 and "4 passed" in in_turn.stdout
 
 
-def test_a_host_that_does_not_answer_fails_each_check_at_once_in_one_line(suite):
-    """dex5550 at a port where nothing listens: each of its checks fails with ssh's reason at
-    once (one connection attempt, not one per command), the table says it once."""
+@pytest.mark.parametrize("hosts", ["dex5550", "dex5550,razer"])
+def test_a_host_that_does_not_answer_fails_each_check_at_once_in_one_line(suite, hosts):
+    """dex5550 (and razer) at a port where nothing listens: each of its checks fails with ssh's
+    reason at once (one connection attempt, not one per command), the table says it once;
+    alone, or beside another host (in processes forked after the connections were tried)."""
     inventory = suite / "inventory.py"
-    text = inventory.read_text()
-    start = text.index('("dex5550", {')
-    at = text.index('"ssh": {', start) + len('"ssh": {')
-    inventory.write_text(text[:at] + '"host": "127.0.0.1", "port": 1, ' + text[at:])
+    for name in hosts.split(","):
+        text = inventory.read_text()
+        start = text.index(f'("{name}", {{')
+        at = text.index('"ssh": {', start) + len('"ssh": {')
+        inventory.write_text(text[:at] + '"host": "127.0.0.1", "port": 1, ' + text[at:])
     (suite / "tests" / "fleet" / "test_ssh.py").write_text(textwrap.dedent('''
         def test_it_answers(host):
             assert host.run("true").rc == 0
@@ -130,13 +133,14 @@ def test_a_host_that_does_not_answer_fails_each_check_at_once_in_one_line(suite)
         def test_it_answers_again(host):
             assert host.run("true").rc == 0
     '''))
-    result, report = run_suite(suite, "-k", "answers", "--hosts=dex5550")
-    (dex5550,) = report["hosts"]
-    lines = {f["line"] for f in dex5550["failures"]}
-    assert len(dex5550["failures"]) == 2 and len(lines) == 1, dex5550
-    (line,) = lines
-    assert line.startswith("unreachable over SSH: ") and "Connection refused" in line, line
-    assert f"  dex5550: every check (2): {line}\n" in result.stdout
+    result, report = run_suite(suite, "-k", "answers", f"--hosts={hosts}")
+    assert {h["host"] for h in report["hosts"]} == set(hosts.split(","))
+    for host in report["hosts"]:
+        lines = {f["line"] for f in host["failures"]}
+        assert len(host["failures"]) == 2 and len(lines) == 1, host
+        (line,) = lines
+        assert line.startswith("unreachable over SSH: ") and "Connection refused" in line, line
+        assert f"  {host['host']}: every check (2): {line}\n" in result.stdout
     assert result.returncode == 1
 
 
