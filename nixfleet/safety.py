@@ -100,8 +100,11 @@ def confirm(host: Host, values: dict[str, str], checks: list[HealthCheck],
         # The watchdog's note is read once and removed: nothing is left behind.
         marker = f"/var/lib/nixfleet/rolled-back-{deploy_id}"
         back = fresh_ssh(host, f"cat {marker} 2>/dev/null && rm -f {marker}; "
+                               f"systemctl is-active {watchdog}.service; "
                                f"readlink {SYSTEM_PROFILE}", 15)
-        return back is not None
+        # Reached while the watchdog's revert still runs (its switch may bring sshd back before
+        # the revert ends and leaves its note): ask again.
+        return back is not None and "\nactivating\n" not in f"\n{back.stdout}\n"
 
     unconfirmed = f"no confirmation over a fresh SSH connection within {confirm_timeout}s"
     if not wait_for(reverted, confirm_timeout + 60) or back is None:
