@@ -28,6 +28,7 @@ from tests.fleet.support import (
 # The GPU tools' sources: a GPU that does not answer is the gpu checks' finding, not these.
 GPU_SOURCES = frozenset({"lspci", "nvidia-smi", "rocm-smi"})
 STARTING = 5  # seconds an exporter may take from its unit's start to listening
+DISCOVERY = 10  # seconds a (re)started Prometheus may take to hand its targets over
 
 
 def _exporters(spec, session):
@@ -107,13 +108,23 @@ def few(targets: set[tuple[str, str]], shown: int = 3) -> str:
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: alerts(spec))
-def test_alertmanager_is_ready_and_prometheus_sends_to_it(reads, config_root):
+def test_alertmanager_is_ready_and_prometheus_sends_to_it(reads, host, config_root):
     port = read_ports(config_root)["alertmanager"]
+    url = server_urls(config_root)["alertmanagers"]
     fetch(reads, server_urls(config_root)["alertmanager"])
-    answer = fetch_json(reads, server_urls(config_root)["alertmanagers"])
-    sent_to = [a["url"] for a in answer["data"]["activeAlertmanagers"]]
-    assert any(f":{port}/" in url for url in sent_to), \
-        f"Prometheus sends alerts to {sent_to or 'no Alertmanager'}"
+
+    def sent_to(answer: dict) -> list[str]:
+        return [a["url"] for a in answer["data"]["activeAlertmanagers"]]
+
+    found = sent_to(fetch_json(reads, url))
+    # Right after a switch restarted Prometheus, its discovery has not handed over the
+    # Alertmanager yet (it sends what it found every 5 s): ask again for that long.
+    deadline = time.monotonic() + DISCOVERY
+    while not any(f":{port}/" in u for u in found) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        found = sent_to(fetch_json(host, url))
+    assert any(f":{port}/" in u for u in found), \
+        f"Prometheus sends alerts to {found or 'no Alertmanager'}"
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: is_server(spec))
