@@ -8,7 +8,9 @@ For each lab size it times, alternating methods in the same run (median of --rep
   floor      one `ssh HOST nixos-rebuild switch` per host, all in parallel
   ssh-true   one `ssh HOST true` per host, all in parallel: the floor of any no-op (a
              no-op switch rightly skips nixos-rebuild; one round trip per host is the least)
-for a no-op switch and a one-change switch (every host's data changes: the timezone).
+for a no-op switch and a one-change switch (every host's data changes: the timezone), and the
+one-change switch without rollback (`--data no_rollback=true`: what the watchdog and the
+confirmation over a fresh connection cost).
 For the baselines the changed host data is copied to each host first (outside the timing of
 nixfleet, which pushes it itself). The lab hosts share this machine's cores, so compare
 ratios, not absolute times. It prints where nixfleet's time goes on the hosts.
@@ -90,11 +92,13 @@ class Repo:
         return {**LAB_ENV, "PYTHONPATH": str(ROOT),
                 "NIXFLEET_INVENTORY": str(self.dir / "inventory.py")}
 
-    def nixfleet_switch(self) -> dict:
+    def nixfleet_switch(self, *data: str) -> dict:
         # Without post-deploy verification: the baselines verify nothing either (its own
         # benchmark is benchmarks/verify.py).
         result = run([str(BIN / "pyinfra"), "inventory.py", str(ROOT / "deploys" / "switch.py"),
-                      "-y", "--data", "no_verify=true"], cwd=self.dir, env=self.env())
+                      "-y", "--data", "no_verify=true",
+                      *(arg for item in data for arg in ("--data", item))],
+                     cwd=self.dir, env=self.env())
         found = re.search(r"summary: (\S+)", result.stdout)
         if result.returncode != 0 or not found:
             raise SystemExit(f"nixfleet switch failed:\n{result.stdout}\n{result.stderr}")
@@ -179,6 +183,11 @@ def measure(size: int, repeats: int) -> dict[str, float]:
         for row in summary.values():
             for phase, seconds in row["phases"].items():
                 phases.setdefault(phase, []).append(seconds)
+        # What the safety costs: the same without rollback (no watchdog, no confirmation over
+        # a fresh connection; the gate still runs). Not a target, where the time goes.
+        repo.flip()
+        times.setdefault("change no-rollback", []).append(
+            timed(lambda: repo.nixfleet_switch("no_rollback=true")))
         repo.flip()
         repo.push_host_data(hosts)
         times.setdefault("change sequential", []).append(timed(lambda: sequential(hosts)))
@@ -205,6 +214,7 @@ TARGETS = [
     (4, "noop: nixfleet / ssh-true floor", "noop nixfleet", "noop ssh-true", 2.5),
     (64, "noop: nixfleet / ssh-true floor", "noop nixfleet", "noop ssh-true", 1.5),
     (None, "noop: nixfleet / parallel floor", "noop nixfleet", "noop floor", None),
+    (None, "change: no-rollback / parallel floor", "change no-rollback", "change floor", None),
 ]
 
 
