@@ -156,7 +156,13 @@ apply_flake() { # the uploaded delta, applied to a copy that is then swapped in
     return
   fi
   local staging="$flake_dir.nixfleet-new"
-  if [ -d "$flake_dir" ]; then cp -a "$flake_dir" "$staging"; else mkdir -p "$staging"; fi
+  # A copy of links to the same files (cheap however large the fleet's flake): tar replaces a
+  # changed file by a new one (it unlinks before it writes), so the live directory is never
+  # written through a link. Across filesystems (a mounted flake directory), a real copy.
+  if [ -d "$flake_dir" ]; then
+    cp -al "$flake_dir" "$staging" 2>/dev/null \
+      || { rm -rf "$staging"; cp -a "$flake_dir" "$staging"; }
+  else mkdir -p "$staging"; fi
   case "$tarball" in
     base64:*) base64 -d <<< "${tarball#base64:}" | tar -xf - -C "$staging" ;;
     *) tar -xf "$tarball" -C "$staging" ;;

@@ -360,6 +360,18 @@ def test_a_delta_writes_changed_files_and_removes_unlisted_ones(host: Host):
     assert host.leftovers() == []
 
 
+def test_a_changed_file_is_a_new_file_not_written_through_a_link(host: Host):
+    # The new directory starts as hard links to the old one's files: a changed file must be
+    # replaced, never written in place (that would change the old file's other links).
+    host.deploy(Action.PUSH, FILES)
+    elsewhere = host.root / "flake.nix.link"
+    os.link(host.flake / "flake.nix", elsewhere)
+    run = host.deploy(Action.PUSH, NEWER)
+    assert run.outcome.result == Result.CHANGED and host.flake_files() == NEWER
+    assert elsewhere.read_bytes() == FILES["flake.nix"]
+    assert (host.flake / "hosts" / "web1.json").stat().st_nlink == 1  # the old one is gone
+
+
 def test_an_uploaded_delta_is_applied_and_removed(host: Host):
     tarball = host.tarball(FILES, upload=True)
     run = host.deploy(Action.PUSH, FILES, tarball=tarball)
