@@ -13,7 +13,8 @@ one-change switch without rollback (`--data no_rollback=true`: what the watchdog
 confirmation over a fresh connection cost).
 For the baselines the changed host data is copied to each host first (outside the timing of
 nixfleet, which pushes it itself). The lab hosts share this machine's cores, so compare
-ratios, not absolute times. It prints where nixfleet's time goes on the hosts.
+ratios, not absolute times. It prints where nixfleet's time goes on the hosts, and each
+method's CPU: the seconds all cores spent working during its run (deployer and hosts).
 """
 
 from __future__ import annotations
@@ -62,6 +63,29 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def machine_cpu() -> float:
+    """CPU seconds this machine's cores have spent working (the deployer and the lab hosts
+    alike: they share the cores)."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(
+        int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+class Timings:
+    """Wall-clock seconds and machine CPU seconds of each run, by method."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+
+    def run(self, name: str, fn):
+        cpu, start = machine_cpu(), time.perf_counter()
+        result = fn()
+        self.wall.setdefault(name, []).append(time.perf_counter() - start)
+        self.cpu.setdefault(name, []).append(machine_cpu() - cpu)
+        return result
 
 
 class Repo:
@@ -167,41 +191,42 @@ def measure(size: int, repeats: int) -> dict[str, float]:
     repo.nixfleet_switch()  # everything deployed once by nixfleet before timing
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(copy_flake_for_the_baselines, hosts))
-    times: dict[str, list[float]] = {}
+    timings = Timings()
     phases: dict[str, list[float]] = {}
     for _ in range(repeats):
         # no-op switch
-        times.setdefault("noop nixfleet", []).append(timed(repo.nixfleet_switch))
-        times.setdefault("noop sequential", []).append(timed(lambda: sequential(hosts)))
-        times.setdefault("noop floor", []).append(timed(lambda: floor(hosts)))
-        times.setdefault("noop ssh-true", []).append(timed(lambda: ssh_true(hosts)))
+        timings.run("noop nixfleet", repo.nixfleet_switch)
+        timings.run("noop sequential", lambda: sequential(hosts))
+        timings.run("noop floor", lambda: floor(hosts))
+        timings.run("noop ssh-true", lambda: ssh_true(hosts))
         # one-change switch: every host's data changes
         repo.flip()
-        start = time.perf_counter()
-        summary = repo.nixfleet_switch()
-        times.setdefault("change nixfleet", []).append(time.perf_counter() - start)
+        summary = timings.run("change nixfleet", repo.nixfleet_switch)
         for row in summary.values():
             for phase, seconds in row["phases"].items():
                 phases.setdefault(phase, []).append(seconds)
         # What the safety costs: the same without rollback (no watchdog, no confirmation over
         # a fresh connection; the gate still runs). Not a target, where the time goes.
         repo.flip()
-        times.setdefault("change no-rollback", []).append(
-            timed(lambda: repo.nixfleet_switch("no_rollback=true")))
+        timings.run("change no-rollback", lambda: repo.nixfleet_switch("no_rollback=true"))
         repo.flip()
         repo.push_host_data(hosts)
-        times.setdefault("change sequential", []).append(timed(lambda: sequential(hosts)))
+        timings.run("change sequential", lambda: sequential(hosts))
         repo.flip()
         repo.push_host_data(hosts)
-        times.setdefault("change floor", []).append(timed(lambda: floor(hosts)))
+        timings.run("change floor", lambda: floor(hosts))
         repo.nixfleet_switch()  # back in step: the hosts run nixfleet's generation again
-    medians = {k: statistics.median(v) for k, v in times.items()}
+    medians = {k: statistics.median(v) for k, v in timings.wall.items()}
+    print(f"  {'':<18} {'wall':>8}   {'CPU':>8}   (wall of each run)")
     for name, value in medians.items():
-        print(f"  {name:<18} {value:6.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times[name])})")
+        cpu = statistics.median(timings.cpu[name])
+        runs = ", ".join(f"{t:.2f}" for t in timings.wall[name])
+        print(f"  {name:<18} {value:6.2f} s   {cpu:6.2f} s   ({runs})")
     print("  nixfleet on the host, median seconds per phase (one-change switch): " + ", ".join(
         f"{p} {statistics.median(v):.3f}" for p, v in phases.items()))
     shutil.rmtree(repo.dir, ignore_errors=True)
     medians.update({f"phase {p}": statistics.median(v) for p, v in phases.items()})
+    medians.update({f"cpu {k}": statistics.median(v) for k, v in timings.cpu.items()})
     return medians
 
 
