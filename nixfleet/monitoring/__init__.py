@@ -52,10 +52,14 @@ def read_ports(root: Path) -> dict[str, int]:
     return ports
 
 
+def is_server(host: Host) -> bool:
+    """Runs a monitoring server: mode server (for its clients) or standalone."""
+    return host.features.monitoring.enable and host.features.monitoring.mode != "client"
+
+
 def servers(fleet: Fleet) -> list[Host]:
-    """Hosts that run a monitoring server: mode server (for its clients) or standalone."""
-    return [h for h in fleet.hosts.values()
-            if h.features.monitoring.enable and h.features.monitoring.mode != "client"]
+    """The hosts that run a monitoring server, in inventory order."""
+    return [h for h in fleet.hosts.values() if is_server(h)]
 
 
 def monitored_by(fleet: Fleet, server: Host) -> list[Host]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from nixfleet.inventory import Fleet
 from nixfleet.model import Host
-from nixfleet.monitoring import grafana, monitored_by, read_ports
+from nixfleet.monitoring import grafana, is_server, monitored_by, read_ports
 from nixfleet.monitoring import metrics as m
 from nixfleet.monitoring.prometheus import JOBS
 from nixfleet.nixcheck import evaluate
@@ -47,10 +47,6 @@ def dashboard_metrics(host: Host) -> set[str]:
     dashboard = grafana.dashboards([host])[f"host-{host.name}.json"]
     return {name for expr in grafana.expressions(dashboard) for name in _NAME.findall(expr)
             if name in _KNOWN_METRICS}
-
-
-def is_server(host: Host) -> bool:
-    return host.features.monitoring.enable and host.features.monitoring.mode != "client"
 
 
 def alerts(host: Host) -> bool:
