@@ -104,7 +104,7 @@ def confirm(host: Host, values: dict[str, str], checks: list[HealthCheck],
                                f"readlink {SYSTEM_PROFILE}", 15)
         # Reached while the watchdog's revert still runs (its switch may bring sshd back before
         # the revert ends and leaves its note): ask again.
-        return back is not None and "\nactivating\n" not in f"\n{back.stdout}\n"
+        return back is not None and "activating" not in back.stdout.splitlines()
 
     unconfirmed = f"no confirmation over a fresh SSH connection within {confirm_timeout}s"
     if not wait_for(reverted, confirm_timeout + 60) or back is None:

@@ -50,8 +50,8 @@ def fresh_ssh(host: Host, command: str, timeout: float = 60) -> Answer | None:
     connector = host.connector_cls(host.state, host)
     try:
         connector.connect()
-        ok, output = connector.run_shell_command(StringCommand(command), False, False,
-                                                 _timeout=max(1, int(timeout)))
+        ok, output = connector.run_shell_command(StringCommand(command), print_output=False,
+                                                 print_input=False, _timeout=max(1, int(timeout)))
     except (ConnectError, SSHException, OSError, TimeoutError, EOFError):
         return None
     finally:
