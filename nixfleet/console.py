@@ -4,8 +4,11 @@ rich cuts a cell that does not fit to a few letters and "…", which without a t
 then assumes 80 columns) cut most of every cell of piped output (`nixfleet inventory | less`,
 CI logs). Here the width is the terminal's, or without one $COLUMNS, else PIPED_WIDTH. A column
 is never narrower than its longest word (up to LONG_WORD; a longer one, such as a store path,
-folds onto the next line), and a table that cannot fit that way is printed as one block per
-row: the row's first cell, then `column: value` lines.
+folds onto the next line). A table that cannot fit that way folds its long words (a URL in an
+error) in columns that wrap, down to FOLD_WIDTH; one that cannot fit even so is printed as one
+block per row: the row's first cell, then `column: value` lines. nixfleet, not rich, sets each
+column's width: rich's own shrinking can leave a table wider than the width, and the console
+then cuts its right edge.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 PIPED_WIDTH = 80
 # A word longer than this (a store path, a URL) folds rather than widening its column.
 LONG_WORD = 32
+# A wrapping column narrower than this folds its words into unreadable pieces: blocks instead.
+FOLD_WIDTH = 20
 
 
 def output_width(piped_width: int = PIPED_WIDTH) -> int | None:
@@ -61,22 +66,49 @@ def table(*headers: Any, **options: Any) -> Table:
 
 
 def print_table(rows: Table, out: Console | None = None) -> None:
-    """Print `rows` whole: as a table when it fits with every word of a cell on one line, else
-    one block per row."""
+    """Print `rows` whole, never wider than the console: as a table when it fits with every word
+    of a cell on one line, else with long words folded (down to FOLD_WIDTH columns), else one
+    block per row."""
+    from rich.cells import cell_len
+
     out = out or console()
-    needed = rows._extra_width  # borders
-    for index, column in enumerate(rows.columns):
+    natural, whole, folded = [], [], []
+    for column in rows.columns:
         texts = [_plain(out, column.header), *(_plain(out, c) for c in column.cells)]
+        lines = [line for text in texts for line in text.splitlines()]
+        longest = max((cell_len(line) for line in lines), default=1)
+        natural.append(max(longest, column.min_width or 0, 1))
         if column.no_wrap:
-            width = max((len(line) for t in texts for line in t.splitlines()), default=1)
+            whole.append(natural[-1])
+            folded.append(natural[-1])
         else:
-            width = min(max((len(w) for t in texts for w in t.split()), default=1), LONG_WORD)
-            column.min_width = max(column.min_width or 0, width)
-        needed += max(width, column.min_width or 0) + rows._get_padding_width(index)
-    if needed <= out.width:
-        out.print(rows)
-    else:
-        _print_blocks(rows, out)
+            word = min(max((cell_len(w) for line in lines for w in line.split()), default=1),
+                       LONG_WORD)
+            whole.append(max(word, column.min_width or 0, 1))
+            folded.append(min(whole[-1], FOLD_WIDTH))
+    room = out.width - rows._extra_width - sum(
+        rows._get_padding_width(index) for index in range(len(rows.columns)))
+    for least in (whole, folded):
+        widths = _fill(natural, least, room)
+        if widths is not None:
+            for column, width in zip(rows.columns, widths, strict=True):
+                column.width = width
+            out.print(rows)
+            return
+    _print_blocks(rows, out)
+
+
+def _fill(natural: list[int], least: list[int], room: int) -> list[int] | None:
+    """Column widths within `room`: each column its natural width, the widest narrowed first
+    (never below `least`), or None when even `least` does not fit."""
+    if sum(least) > room:
+        return None
+    level = max(natural, default=0)
+    while True:
+        widths = [max(low, min(high, level)) for high, low in zip(natural, least, strict=True)]
+        if sum(widths) <= room:
+            return widths
+        level -= 1
 
 
 def _plain(out: Console, cell: Any) -> str:

@@ -4,12 +4,14 @@ default when piped) and at 50 (a table that cannot fit is one block per row)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import Any
 
 import pytest
 
@@ -104,6 +106,25 @@ def test_facts(columns, capsys):
         "unreachable:", rows[1]["error"]), width_of(columns))
 
 
+def test_facts_table_that_fits_keeps_its_right_edge(columns, capsys):
+    """At 80 every word fits on a line, but rich's own shrinking left the table 90 wide and
+    the console cut its last column ("ollama.servic") and right border."""
+    row = {"host": "p620", "reachable": True, "generation": 42,
+           "generation_date": "2026-11-28 10:01:02", "nixos_version": "26.05",
+           "reboot_required": False, "gpu": "amd: Navi 31 [Radeon RX 7900 XT/7900 XTX] "
+           "(amdgpu, rocm)", "system_state": "running", "failed_units": [], "warnings": []}
+    rows = [row, dict(row, host="razer", reboot_required=True, gpu="hybrid: TU106M (nvidia, "
+                      "cuda)", failed_units=["ollama.service"])]
+    facts.print_table(rows)
+    out = capsys.readouterr().out
+    assert_whole(out, words("p620", "razer", "42", "(2026-11-28", "10:01:02)", "26.05", "no",
+                            "yes", rows[0]["gpu"], rows[1]["gpu"], "running", "-",
+                            "ollama.service", "failed", "units"), width_of(columns))
+    if not columns:  # a table, with both edges
+        assert all(line.startswith(("┏", "┃", "┡", "│", "└")) and
+                   line.endswith(("┓", "┃", "┩", "│", "┘")) for line in out.splitlines()), out
+
+
 def test_ping(columns, capsys):
     rows = [ping.Reachability("p620", "192.168.1.97", 22, True, 0.4, 0.31,
                               "26.05.20261101.abcdef0 (Yarara)", None),
@@ -129,6 +150,80 @@ def test_monitoring_status(columns, capsys):
     assert_whole(capsys.readouterr().out, words(
         "razer", "nixos-exporter", "down", error, "ExporterDown", "critical",
         "nixos-exporter on razer is down", "Prometheus", "ready", "(http://p620:9090/-/ready)"),
+        width_of(columns))
+
+
+def column_text(out: str, header: str) -> str:
+    """The text of a table's last column `header`, its lines joined without spaces."""
+    lines = out.splitlines()
+    top = next(i for i, line in enumerate(lines) if f" {header}" in line)
+    start = lines[top].index(f" {header}") + 1
+    return "".join("".join(line[start:].split()) for line in lines[top:])
+
+
+def test_monitoring_status_folds_a_long_error_instead_of_a_block_per_target(columns, capsys):
+    """13 targets, one down with a long error (a URL longer than LONG_WORD): at 80 columns the
+    table stays a table (one line per target) and the error folds; at 50 it cannot fit."""
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    error = ('Get "http://dex5550.home.arpa:9102/metrics": context deadline exceeded '
+             "(Client.Timeout exceeded while awaiting headers)")
+    targets = [monitoring.TargetState("p620", host, job, f"{host}:9100", "up",
+                                      now - timedelta(seconds=3), "")
+               for host in ("p620", "razer", "p510", "dex5550")
+               for job in ("node-exporter", "nixos-exporter", "systemd-exporter")]
+    targets.append(monitoring.TargetState("p620", "dex5550", "prometheus", "dex5550:9090",
+                                          "down", now - timedelta(seconds=3), error))
+    status = monitoring.MonitoringStatus(targets, [], [monitoring.Component(
+        "p620", "Prometheus", "http://p620:9090/-/ready", True, "ready")])
+    monitoring.print_status(status, now)
+    out = capsys.readouterr().out
+    width = width_of(columns)
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= width, out
+    targets_part = out.split("firing alerts")[0]
+    if not columns:
+        assert len(targets_part.splitlines()) < 30, out  # not 5 lines per target
+        assert "".join(error.split()) in column_text(targets_part, "error")
+    else:
+        assert "".join(error.split()) in "".join(targets_part.split())
+    assert_whole(out, words("p620", "razer", "p510", "dex5550", "node-exporter",
+                            "nixos-exporter", "systemd-exporter", "prometheus", "down",
+                            "deadline", "(Client.Timeout", "headers)", "Prometheus",
+                            "(http://p620:9090/-/ready)"), width)
+
+
+def test_update_flake(columns, capsys, monkeypatch, tmp_path):
+    from nixfleet.commands import nix
+    from nixfleet.flake_inputs import InputChange, LockedInput
+
+    old = LockedInput("nixpkgs", "0123456789abcdef", 1764000000, None)
+    new = LockedInput("nixpkgs", "fedcba9876543210", 1764900000, None)
+    home = LockedInput("home-manager", "aaaabbbbccccdddd", 1764000000, None)
+    monkeypatch.setattr(nix.flake_inputs, "update_lock", lambda nix_dir, inputs: [
+        InputChange("nixpkgs", old, new), InputChange("home-manager", home, home),
+        InputChange("nixos-hardware", None, LockedInput("nixos-hardware", "1111222233334444",
+                                                        1764900000, None))])
+    (tmp_path / "nix").mkdir()
+    monkeypatch.setattr(nix, "_nix_dir", lambda args: tmp_path / "nix")
+    nix.cmd_update_flake(argparse.Namespace(inputs=[]))
+    table, summary = capsys.readouterr().out.rstrip("\n").rsplit("\n", 1)
+    assert_whole(table, words(
+        "nix/flake.lock", "input", "before", "after", "nixpkgs", old.describe(), new.describe(),
+        "home-manager", home.describe(), "nixos-hardware", "-"), width_of(columns))
+    assert summary.startswith("nix/flake.lock: 2 inputs changed (nixpkgs, nixos-hardware)")
+
+
+def test_lab_status(columns, capsys):
+    from nixfleet.lab import cli as lab_cli
+
+    rows: list[dict[str, Any]] = [
+        {"host": "p620", "state": "running", "address": "10.231.0.11", "systemd": "running",
+         "generation": 3, "memory_mib": 212},
+        {"host": "dex5550", "state": "stopped", "address": "10.231.0.14", "systemd": "-",
+         "generation": None, "memory_mib": None}]
+    lab_cli._print_status(rows, as_json=False)
+    assert_whole(capsys.readouterr().out, words(
+        "state", "address", "systemd", "generation", "memory", "(PSS)", "p620",
+        "running", "10.231.0.11", "3", "212 MiB", "dex5550", "stopped", "10.231.0.14", "-"),
         width_of(columns))
 
 
