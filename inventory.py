@@ -46,6 +46,7 @@ _HOSTS: list[tuple[str, dict]] = [
                   "driver": "amdgpu", "vramMiB": 24576, "gfx": "gfx1100"}],
         "rocm": {"gfxVersion": "gfx1100", "hsaOverrideGfxVersion": "11.0.0"},
         "graphical": True,
+        "boot": {"configurationLimit": 5},
         "users": [_ADMIN],
         "features": {
             "development": _DEVELOPMENT,
@@ -81,6 +82,10 @@ _HOSTS: list[tuple[str, dict]] = [
                   "uuid": "GPU-5b1f4f7e-2c1d-4f0a-9a55-0e3b7c2d9a11"}],
         "prime": {"sync": True, "intelBusId": "PCI:0:2:0", "nvidiaBusId": "PCI:1:0:0"},
         "graphical": True,
+        # A 511 MiB ESP and about 170 MiB of kernel + initrd per generation: three fit, and
+        # systemd-boot removes the old entries before it copies, so the limit is 2 (a deploy
+        # needs room for the new one beside them).
+        "boot": {"configurationLimit": 2, "espSize": 511, "entrySize": 170},
         "users": [_ADMIN],
         "features": {
             "development": _DEVELOPMENT,
@@ -109,6 +114,7 @@ _HOSTS: list[tuple[str, dict]] = [
         # branch does (nixfleet/nvidia.py).
         "graphics": {"videoDriver": "nvidia", "compute": "cuda", "nvidiaPackage": "legacy_580",
                      "nvidiaOpen": False},
+        "boot": {"configurationLimit": 6},
         "users": [_ADMIN],
         "features": {
             "development": _DEVELOPMENT,

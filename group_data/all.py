@@ -28,3 +28,14 @@ deploy = {
     "checks": [],
     "verify": True,
 }
+
+# The boot loader and its partition (nixfleet.model.Boot; a host's own "boot" replaces this
+# whole block): how many generations the loader keeps (boot.loader.systemd-boot's or
+# boot.lanzaboote's configurationLimit), and the MiB a deploy's pre-flight keeps free on the
+# boot partition beyond its estimate. espSize and entrySize (MiB), where known, let
+# `nixfleet validate` warn when the limit's entries cannot fit.
+boot = {
+    "loader": "systemd-boot",
+    "configurationLimit": 10,
+    "espGuard": 16,
+}

@@ -367,6 +367,27 @@ class Host(Strict):
     system: System = System()
     ssh: Ssh = Ssh()
     deploy: Deploy = Deploy()
+class Boot(Strict):
+    """The host's boot partition and how many generations its boot loader keeps (the real
+    flake sets systemd-boot's or lanzaboote's configurationLimit from it; deploys check the
+    boot partition's free space against it before they change anything)."""
+
+    # systemd-boot: one kernel and one initrd file per store path, shared by the generations
+    # that boot them, obsolete ones removed before new ones are copied. lanzaboote: one
+    # image per generation (kernel and initrd in it), the old ones removed after the new one
+    # is written, so an install needs room for configurationLimit + 1 of them at its peak.
+    loader: Literal["systemd-boot", "lanzaboote"] = "systemd-boot"
+    # Boot entries (generations) the loader keeps.
+    configurationLimit: Annotated[int, Field(ge=1, le=1000)] = 10
+    # The boot partition's size and one generation's kernel + initrd, in MiB, where known:
+    # `nixfleet validate` warns when configurationLimit + 1 entries cannot fit.
+    espSize: Annotated[int, Field(ge=1)] | None = None
+    entrySize: Annotated[int, Field(ge=1)] | None = None
+    # MiB that must stay free on the boot partition beyond the pre-flight estimate (a new
+    # kernel or initrd may be larger than the running one).
+    espGuard: Annotated[int, Field(ge=0)] = 16
+
+
 
     @model_validator(mode="after")
     def _hardware_agrees(self) -> Host:
@@ -385,6 +406,7 @@ class Host(Strict):
             )
         if self.gpus and not any(g.vendor == self.hardware_class for g in self.gpus):
             raise ValueError(f"gpus: no {self.hardware_class} GPU listed for this class")
+    boot: Boot = Boot()
         self._nvidia_driver_supports_the_gpus()
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):

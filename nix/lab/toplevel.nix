@@ -23,17 +23,36 @@ let
   monitoring = data.features.monitoring;
   graphics = data.graphics;
 
+  # A file of `kib` KiB: the text, then filler up to that size (never sparse, so copying it
+  # onto the lab's boot partition takes that room).
+  sizedFile = fileName: kib: text: derivation {
+    name = fileName;
+    inherit system text;
+    size = toString (kib * 1024);
+    builder = "/bin/sh";
+    args = [ "-c" "{ printf '%s' \"$text\"; head -c \"$size\" /dev/zero | tr '\\0' '.'; } | head -c \"$size\" > $out" ];
+    PATH = "/usr/bin:/bin";
+    allowSubstitutes = false;
+    preferLocalBuild = true;
+  };
+  # Kernel and initrd in the real ones' proportions, scaled down: one real MiB is 16 KiB here
+  # (nixfleet.lab.config.BOOT_SCALE), an initrd of 140 "MiB" and a kernel of 14, so that a
+  # generation's boot files (about 154 MiB on razer's real ESP) are 2.4 MiB in the lab.
+  kibPerMiB = 16;
+
   # Kernel, modules and initrd are their own store paths (as on NixOS), so they change only
   # when what they are made of changes: that is what "reboot required" compares.
   kernelVersion = "6.6.63";
-  kernel = textFile "linux-${kernelVersion}" "lab stand-in kernel ${kernelVersion}\n";
+  kernel = sizedFile "linux-${kernelVersion}" (14 * kibPerMiB)
+    "lab stand-in kernel ${kernelVersion}\n";
   driverEnabled = gpu: gpu.vendor == "intel" || gpu.driver == graphics.videoDriver;
   modules = builtins.sort builtins.lessThan
     (map (gpu: gpu.driver) (filter driverEnabled data.gpus));
   driverPackage = if graphics.nvidiaPackage == null then "" else "-nvidia-${graphics.nvidiaPackage}";
   kernelModules = textFile "kernel-modules-${kernelVersion}${driverPackage}"
     (concatStringsSep "\n" modules + "\n");
-  initrd = textFile "initrd-linux-${kernelVersion}" "lab stand-in initrd for ${kernel}\n${kernelModules}\n";
+  initrd = sizedFile "initrd-linux-${kernelVersion}" (140 * kibPerMiB)
+    "lab stand-in initrd for ${kernel}\n${kernelModules}\n";
 
   service = description: execStart: port: {
     inherit description execStart port;

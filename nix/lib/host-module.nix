@@ -34,6 +34,9 @@ in
   nixfleet = {
     inherit (data) features users;
     graphical.enable = data.graphical;
+    boot = {
+      inherit (data.boot) loader configurationLimit;
+    };
 
     hardware = {
       amd = {

@@ -3,6 +3,7 @@
 {
   imports = [
     ./base.nix
+    ./boot.nix
     ./health.nix
     ./users.nix
     ./secrets.nix

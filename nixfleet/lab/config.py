@@ -9,6 +9,10 @@ from pathlib import Path
 FIRST_HOST_OCTET = 11
 MAX_HOSTS = 200
 MAX_INSTANCE = 9
+# The lab's boot partitions and boot files are the real ones' sizes scaled down: one real MiB
+# is 16 KiB in the lab (nix/lab/toplevel.nix sizes kernel and initrd with the same factor).
+BOOT_SCALE = 16 / 1024
+DEFAULT_ESP_MIB = 1024  # a host whose data has no boot.espSize
 
 
 def instance() -> int:

@@ -7,6 +7,8 @@ Layout under the lab's state directory (default /var/lib/nixfleet-lab):
     layers/files-<hash>/         nixfleet's lab files (stand-ins, stage 2), a read-only layer
     hosts/<name>/upper           everything the host wrote (its /nix store, generations, ...)
     hosts/<name>/merged          the host's root: upper over layers over the cached rootfs
+    hosts/<name>/boot.img        the host's boot partition (ext2, its size from boot.espSize,
+                                 scaled), mounted at hosts/<name>/boot and bound at /boot
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ from nixfleet.files import write_atomic
 from nixfleet.flake import manifest
 from nixfleet.inventory import Fleet
 from nixfleet.lab import rootfs
-from nixfleet.lab.config import LabPaths, bridge, cgroup_name, gateway, host_address, veth_name
+from nixfleet.lab.config import (
+    BOOT_SCALE,
+    DEFAULT_ESP_MIB,
+    LabPaths,
+    bridge,
+    cgroup_name,
+    gateway,
+    host_address,
+    veth_name,
+)
 from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet
 from nixfleet.lab.supervise import CGROUP_ROOTS
 from nixfleet.lab.target import lab_flake_files
@@ -60,7 +71,7 @@ READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 REQUIRED_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
                   "ssh-keygen": "openssh-client", "ssh": "openssh-client", "ip": "iproute2",
-                  "nsenter": "util-linux"}
+                  "nsenter": "util-linux", "mke2fs": "e2fsprogs"}
 
 HOST_KEY = "ssh_host_ed25519_key"
 
@@ -85,6 +96,20 @@ class LabHost:
     @property
     def merged(self) -> Path:
         return self.dir / "merged"
+
+    @property
+    def boot(self) -> Path:
+        """Where the host's boot partition is mounted here (bound at /boot inside)."""
+        return self.dir / "boot"
+
+    @property
+    def boot_image(self) -> Path:
+        return self.dir / "boot.img"
+
+    @property
+    def esp_bytes(self) -> int:
+        """The boot partition's size: boot.espSize (MiB) of the real host, scaled."""
+        return int((self.model.boot.espSize or DEFAULT_ESP_MIB) * 2**20 * BOOT_SCALE)
 
     @property
     def supervisor_pid_file(self) -> Path:
@@ -225,6 +250,8 @@ class Lab:
         files: dict[str, tuple[bytes, int]] = {
             "usr/lib/nixfleet-lab/switch_to_configuration.py":
                 ((HERE / "files" / "switch_to_configuration.py").read_bytes(), 0o755),
+            "usr/lib/nixfleet-lab/boot_entries.py":
+                ((HERE / "files" / "boot_entries.py").read_bytes(), 0o755),
             "usr/local/sbin/nixos-rebuild": ((HERE / "files" / "nixos-rebuild").read_bytes(),
                                              0o755),
             "usr/local/bin/nixos-version": ((HERE / "files" / "nixos-version").read_bytes(),
@@ -381,11 +408,12 @@ class Lab:
             lowerdir = ":".join(str(p) for p in lowers)
             _run(["mount", "-t", "overlay", "overlay", "-o",
                   f"lowerdir={lowerdir},upperdir={host.upper},workdir={work}", str(host.merged)])
+        _mount_boot(host)
         (host.dir / "lowers").write_text("".join(f"{p}\n" for p in lowers))
         log = (host.dir / "console.log").open("ab")
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "nixfleet.lab.supervise", host.name, str(host.merged),
-             host.veth, str(host.nspawn_pid_file)],
+             host.veth, str(host.nspawn_pid_file), str(host.boot)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONPATH": _package_parent()},
         )
@@ -502,8 +530,9 @@ class Lab:
             _run(["ip", "link", "delete", host.veth], check=False)
 
     def _unmount(self, host: LabHost) -> None:
-        if _mounted(host.merged) and _run(["umount", str(host.merged)], check=False).returncode:
-            _run(["umount", "-l", str(host.merged)], check=False)
+        for mount in (host.merged, host.boot):
+            if _mounted(mount) and _run(["umount", str(mount)], check=False).returncode:
+                _run(["umount", "-l", str(mount)], check=False)
 
     def _remove_hosts_not_in_fleet(self) -> None:
         """Hosts left from a larger --extra count: stop them and remove their state."""
@@ -546,6 +575,24 @@ class Lab:
         argv = ssh_argv({"ssh_hostname": host.address, "ssh_user": "root",
                          "ssh_key": self.paths.key, "ssh_known_hosts_file": self.paths.known_hosts})
         return [*argv, "--", *command] if command else argv
+
+
+def _mount_boot(host: LabHost) -> None:
+    """The host's boot partition: an ext2 image of its own (made at first start), mounted here
+    so that it survives the host's reboots, and full when it is full (a real ENOSPC)."""
+    if _mounted(host.boot):
+        return
+    if not host.boot_image.is_file():
+        building = host.boot_image.with_name("boot.img.building")
+        building.unlink(missing_ok=True)
+        # ext2's own metadata takes about 40 KiB of an image this small: 64 KiB more.
+        with building.open("wb") as image:
+            image.truncate(host.esp_bytes + 64 * 1024)
+        _run(["mke2fs", "-q", "-F", "-t", "ext2", "-m", "0", "-b", "1024", "-N", "128",
+              "-O", "^resize_inode", "-L", "ESP", str(building)])
+        building.rename(host.boot_image)
+    host.boot.mkdir(exist_ok=True)
+    _run(["mount", "-o", "loop", str(host.boot_image), str(host.boot)])
 
 
 def hardware_description(host: Host) -> dict[str, Any]:

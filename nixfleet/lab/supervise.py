@@ -1,6 +1,7 @@
 """Keeps one lab host running: systemd-nspawn in a loop, so that a reboot inside comes back.
 
-Started detached by `nixfleet lab up` as `python -m nixfleet.lab.supervise NAME MERGED VETH`.
+Started detached by `nixfleet lab up` as
+`python -m nixfleet.lab.supervise NAME MERGED VETH PID_FILE [BOOT_DIR]`.
 SIGTERM stops the host cleanly (nspawn powers the container off) and ends the loop.
 """
 
@@ -38,7 +39,9 @@ def attach_veth(veth: str, deadline: float) -> None:
         time.sleep(0.05)
 
 
-def nspawn_argv(name: str, merged: str, veth: str) -> list[str]:
+def nspawn_argv(name: str, merged: str, veth: str, boot: str = "") -> list[str]:
+    """boot: the host's own boot partition, mounted here, bound at /boot (it survives reboots
+    of the host, as an ESP does)."""
     return [
         # The machine name is per lab instance: nspawn keeps per-machine state under
         # /run/systemd/nspawn/, which two labs' hosts of the same name must not share.
@@ -46,12 +49,12 @@ def nspawn_argv(name: str, merged: str, veth: str) -> list[str]:
         "--machine", cgroup_name(name), "--hostname", name,
         "--register=no", "--keep-unit", "--console=read-only",
         f"--network-veth-extra={veth}:eth0", "--resolv-conf=off", "--timezone=off",
-        "--link-journal=no",
+        "--link-journal=no", *([f"--bind={boot}:/boot"] if boot else []),
     ]
 
 
 def main(argv: list[str]) -> int:
-    name, merged, veth, pid_file = argv
+    name, merged, veth, pid_file, *boot = argv
     join_own_cgroup(name)
     stopping = threading.Event()
     child: subprocess.Popen | None = None
@@ -66,7 +69,8 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
     code = 0
     while not stopping.is_set():
-        child = subprocess.Popen(nspawn_argv(name, merged, veth), env=env, stdin=subprocess.DEVNULL)
+        child = subprocess.Popen(nspawn_argv(name, merged, veth, *boot), env=env,
+                                 stdin=subprocess.DEVNULL)
         Path(pid_file).write_text(f"{child.pid}\n")
         attach_veth(veth, time.monotonic() + 15)
         code = child.wait()

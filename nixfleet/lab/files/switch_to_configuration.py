@@ -309,6 +309,21 @@ def stage2():
         result = subprocess.run(["/usr/local/sbin/nixos-rebuild", "boot"])
         if result.returncode != 0:
             return result.returncode
+def install_boot_loader(toplevel):
+    """As NixOS's installBootLoader, before anything else of switch and boot: the boot entries
+    of the newest generations (boot_entries.py, the lab's stand-in for systemd-boot's and
+    lanzaboote's installers, on the host's own small /boot). Failing, NixOS's exits 1."""
+    import boot_entries  # beside this file in /usr/lib/nixfleet-lab
+
+    try:
+        boot_entries.install(toplevel)
+    except (OSError, boot_entries.InstallError) as error:
+        log(f"installing the boot loader failed: {error}")
+        log("Failed to install bootloader")
+        return False
+    return True
+
+
     return activate(PROFILE.resolve(), at_boot=True)
 
 
@@ -316,6 +331,8 @@ def main(argv):
     if argv[1:] == ["--boot"]:
         return stage2()
     if len(argv) != 3:
+    if action in ("switch", "boot") and not install_boot_loader(toplevel):
+        return 1
         log("usage: switch-to-configuration {switch|boot|test|dry-activate}")
         return 1
     toplevel, action = Path(argv[1]), argv[2]
