@@ -35,11 +35,12 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_state
 
+from nixfleet import preflight
 from nixfleet.errors import NixfleetError
 from nixfleet.facts.deploy import HostDeployState
 from nixfleet.files import write_atomic
 from nixfleet.inventory import project_root
-from nixfleet.model import MODEL_KEYS, HealthCheck, Host
+from nixfleet.model import MODEL_KEYS, Boot, HealthCheck, Host
 from nixfleet.operations import nixos
 from nixfleet.outcome import Action, HostOutcome, Result, StepOutcome
 from nixfleet.remote import protocol
@@ -276,6 +277,17 @@ def deploy(action: Action | str) -> None:
                           else Result.WOULD_CHANGE, plan.noop or plan.preview(action),
                           generation_before=state.generation,
                           generation_after=state.generation if plan.noop else None)
+    problems = [] if plan.noop else preflight.check(
+        action, state.boot, Boot.model_validate(host.data.get("boot") or {}), state.generation,
+        host.name, target.boot_scale)
+    if problems:  # not touched: nothing runs on the host, and it fails
+        reason = "pre-flight: " + "; ".join(problems)
+        run.plans[host.name] = HostPlan(action, nixos.refuse(name="pre-flight", reason=reason),
+                                        HostOutcome(host.name, action, Result.FAILED, reason,
+                                                    generation_before=state.generation,
+                                                    generation_after=state.generation),
+                                        noop=True)
+        return
     safety = {"deploy_id": run.deploy_id, "health_timeout": settings["healthTimeout"],
               "checks": checks, "record": run.record}
     rebuilt = nixos.rebuild(  # a no-op when the plan says so: pyinfra shows "No change"

@@ -349,24 +349,6 @@ class Deploy(Strict):
     verify: bool = True
 
 
-class Host(Strict):
-    name: HostName
-    hardware_class: HardwareClass
-    roles: Annotated[list[Role], Field(min_length=1)]
-    description: str = ""
-    cpu: str = ""
-    gpus: list[Gpu] = []
-    graphics: Graphics
-    # A graphical session: the flake runs the X server (nix/modules/graphical.nix), which the
-    # GPU's driver and NVIDIA PRIME sync configure; the desktop in it is the owner's choice.
-    graphical: bool = False
-    prime: Prime | None = None
-    rocm: Rocm | None = None
-    users: Annotated[list[User], Field(min_length=1)]
-    features: Features = Features()
-    system: System = System()
-    ssh: Ssh = Ssh()
-    deploy: Deploy = Deploy()
 class Boot(Strict):
     """The host's boot partition and how many generations its boot loader keeps (the real
     flake sets systemd-boot's or lanzaboote's configurationLimit from it; deploys check the
@@ -388,6 +370,25 @@ class Boot(Strict):
     espGuard: Annotated[int, Field(ge=0)] = 16
 
 
+class Host(Strict):
+    name: HostName
+    hardware_class: HardwareClass
+    roles: Annotated[list[Role], Field(min_length=1)]
+    description: str = ""
+    cpu: str = ""
+    gpus: list[Gpu] = []
+    graphics: Graphics
+    # A graphical session: the flake runs the X server (nix/modules/graphical.nix), which the
+    # GPU's driver and NVIDIA PRIME sync configure; the desktop in it is the owner's choice.
+    graphical: bool = False
+    prime: Prime | None = None
+    rocm: Rocm | None = None
+    users: Annotated[list[User], Field(min_length=1)]
+    features: Features = Features()
+    system: System = System()
+    ssh: Ssh = Ssh()
+    deploy: Deploy = Deploy()
+    boot: Boot = Boot()
 
     @model_validator(mode="after")
     def _hardware_agrees(self) -> Host:
@@ -406,7 +407,6 @@ class Boot(Strict):
             )
         if self.gpus and not any(g.vendor == self.hardware_class for g in self.gpus):
             raise ValueError(f"gpus: no {self.hardware_class} GPU listed for this class")
-    boot: Boot = Boot()
         self._nvidia_driver_supports_the_gpus()
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):

@@ -34,6 +34,8 @@ class Target(ABC):
     """What differs between the places a deploy reaches."""
 
     name: str
+    # Boot partitions and boot files are this fraction of the real sizes (the lab's are small).
+    boot_scale: float = 1.0
 
     @abstractmethod
     def host_entries(self, entries: Sequence[HostEntry]

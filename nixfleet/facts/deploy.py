@@ -10,6 +10,7 @@ from pyinfra.api import FactBase, StringCommand
 from typing_extensions import override
 
 from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.parsers.boot import BOOT_KEYS, BOOT_SPACE_SCRIPT, BootSpace, parse_boot_space
 from nixfleet.facts.parsers.deploy import LAST_DEPLOY, parse_last_deploy
 from nixfleet.facts.parsers.nix import SYSTEM_PROFILE, generation_number
 from nixfleet.facts.results import FactResult
@@ -32,15 +33,20 @@ class DeployState(FactResult):
     last_hash: str | None = None
     last_toplevel: str | None = None
     record_hash: str | None = None
+    # The boot partition, the generations' boot files and the store's room (pre-flight).
+    boot: BootSpace = field(default_factory=BootSpace)
 
 
 def parse_deploy_state(text: str) -> DeployState:
     files: dict[str, str] = {}
     strays: list[str] = []
     values: dict[str, str] = {}
+    boot: list[str] = []
     for line in text.splitlines():
         key, _, rest = line.partition(" ")
-        if key in ("generation", "current", "profile", "last-deploy", "record"):
+        if key in BOOT_KEYS:
+            boot.append(line)
+        elif key in ("generation", "current", "profile", "last-deploy", "record"):
             values[key] = rest.strip()
         elif key == "stray":
             strays.append(rest)
@@ -55,13 +61,14 @@ def parse_deploy_state(text: str) -> DeployState:
         current_system=values.get("current") or None,
         profile_system=values.get("profile") or None,
         last_hash=last.flake_hash, last_toplevel=last.toplevel,
-        record_hash=values.get("record") or None)
+        record_hash=values.get("record") or None, boot=parse_boot_space(boot))
 
 
 class HostDeployState(FactBase[DeployState]):
     """
     Returns the host's flake directory (sha256 of each file, strays) and its system: profile
-    generation, current and profile systems, and what the last finished deploy left.
+    generation, current and profile systems, what the last finished deploy left, and the
+    boot partition's and store's room (nixfleet.facts.parsers.boot) for the pre-flight.
 
     + flake_dir: the flake directory (/etc/nixos by default)
     """
@@ -76,6 +83,7 @@ class HostDeployState(FactBase[DeployState]):
             f' echo "profile $(readlink -f {SYSTEM_PROFILE})";'
             f' echo "last-deploy $(cat {LAST_DEPLOY} 2>/dev/null)";'
             f' echo "record $([ -f {RECORD} ] && sha256sum < {RECORD} | cut -c1-64)";'
+            f" {BOOT_SPACE_SCRIPT}"
             ' cd "$d" 2>/dev/null || exit 0;'
             " find . -type f -printf '%P\\0' | sort -z | xargs -0r sha256sum --;"
             " find . -mindepth 1 \\( -type d -empty -o ! -type d ! -type f \\)"

@@ -22,7 +22,7 @@ from typing import Any
 from nixfleet.errors import NixfleetError
 from nixfleet.flake import NIXOS_RELEASE_EXPRESSION, nix_system
 from nixfleet.inventory import Fleet
-from nixfleet.lab.config import LabPaths, host_address, lab_paths
+from nixfleet.lab.config import BOOT_SCALE, LabPaths, host_address, lab_paths
 from nixfleet.lab.secrets import (
     lab_cache_public_key,
     lab_fleet,
@@ -53,6 +53,7 @@ EXTRA_GROUP = "lab_extra"
 
 class LabTarget(Target):
     name = "lab"
+    boot_scale = BOOT_SCALE
 
     def __init__(self, paths: LabPaths | None = None):
         self._paths = paths

@@ -244,3 +244,18 @@ def rollback(deploy_id: str, owner: str, generation: int | None = None):
     """
     yield _command({"hostname": host.name, **protocol.action_flags(Action.ROLLBACK),
                     "deploy_id": deploy_id, "owner": owner, "target_generation": generation})
+
+
+@operation(is_idempotent=False)
+def refuse(reason: str):
+    """
+    Fail this host without running anything on it (a deploy's pre-flight found it cannot
+    proceed: nixfleet.preflight).
+
+    + reason: why, one line (the summary shows it)
+    """
+
+    def fail(state: State, host: Host) -> bool:
+        return False
+
+    yield FunctionCommand(fail, (), {})

@@ -309,6 +309,9 @@ def stage2():
         result = subprocess.run(["/usr/local/sbin/nixos-rebuild", "boot"])
         if result.returncode != 0:
             return result.returncode
+    return activate(PROFILE.resolve(), at_boot=True)
+
+
 def install_boot_loader(toplevel):
     """As NixOS's installBootLoader, before anything else of switch and boot: the boot entries
     of the newest generations (boot_entries.py, the lab's stand-in for systemd-boot's and
@@ -324,18 +327,15 @@ def install_boot_loader(toplevel):
     return True
 
 
-    return activate(PROFILE.resolve(), at_boot=True)
-
-
 def main(argv):
     if argv[1:] == ["--boot"]:
         return stage2()
     if len(argv) != 3:
-    if action in ("switch", "boot") and not install_boot_loader(toplevel):
-        return 1
         log("usage: switch-to-configuration {switch|boot|test|dry-activate}")
         return 1
     toplevel, action = Path(argv[1]), argv[2]
+    if action in ("switch", "boot") and not install_boot_loader(toplevel):
+        return 1
     if action in ("switch", "test"):
         return activate(toplevel)
     if action == "boot":
