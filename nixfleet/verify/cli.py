@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
+import shutil
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.junit and not Path(args.junit).resolve().parent.is_dir():
         raise NixfleetError(f"--junit {args.junit}: its directory does not exist")
     hosts = load_fleet(args).select(args.limit)
-    handle, name = tempfile.mkstemp(prefix="nixfleet-verify-", suffix=".log")
-    os.close(handle)
-    log = Path(name)
-    try:
-        result = verify(inventory_path(args), hosts, args.workers,
-                        Path(args.junit).resolve() if args.junit else None, args.identity, log)
-    except NixfleetError:
-        raise  # the log stays: the error names it
+    inventory = inventory_path(args)
+    # pytest's output (and its report) beside the deploys' logs, where a failed, interrupted
+    # or killed run's stays; nothing in /tmp. A passed run's goes.
+    run_id = f"verify-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    logs = inventory.parent / ".deploy-logs" / run_id
+    logs.mkdir(parents=True)
+    log = logs / "verify.log"
+    # SIGTERM ends pytest too (subprocess.run kills its child on the way out), as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _terminated)
+    result = verify(inventory, hosts, args.workers,
+                    Path(args.junit).resolve() if args.junit else None, args.identity, log)
     if result.ok:
-        log.unlink()
+        shutil.rmtree(logs)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -43,6 +48,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not result.ok:
             print(f"pytest's output: {log}")
     return 0 if result.ok else 1
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def register(commands: Any) -> None:

@@ -20,7 +20,6 @@ checked strictly against the inventory's known_hosts, one multiplexed connection
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import subprocess
@@ -46,6 +45,7 @@ __all__ = [
 HOST_KEY = "verify_host"
 NOTE_KEY = "verify_note"
 CONTROL_PERSIST = 30  # seconds an idle multiplexed connection stays open
+CONNECT_TIMEOUT = 5  # seconds to connect and get sshd's banner: what a silent host costs
 
 
 # --- options and configuration ---------------------------------------------------------------
@@ -97,14 +97,15 @@ class VerifySession:
 
     def testinfra_host(self, name: str) -> Any:
         """The host's testinfra connection; a host that does not answer fails each check at
-        once with the same line (not after a connect timeout per command). Tried with `true`
-        unless open_connections() found it answering."""
+        once with the same line after one connection attempt (not a connect timeout per
+        check). Tried with `true` unless open_connections() already tried it."""
         import testinfra
 
-        if name not in self._hosts:
+        if name not in self._hosts and name not in self._unreachable:
             data = self.fleet.host_data[name]
             host = testinfra.get_host(
                 f"ssh://{name}", ssh_config=str(self.ssh_config()), controlpersist=0,
+                timeout=CONNECT_TIMEOUT,  # testinfra's -o ConnectTimeout (default 10) wins
                 sudo=(data.get("ssh_user") or "root") != "root")
             try:
                 if name not in self._answered:
@@ -120,8 +121,9 @@ class VerifySession:
     def open_connections(self, names: list[str]) -> None:
         """Each host's master connection (and its monitoring server's), opened side by side
         before the per-host processes fork, so that they share them instead of each opening
-        its own: a key exchange per host, not per host and process. Those that answer need no
-        trial in the processes (testinfra_host)."""
+        its own: a key exchange per host, not per host and process. A host tried here is not
+        tried again in the processes (testinfra_host): one that does not answer fails its
+        checks at once with ssh's reason."""
         from concurrent.futures import ThreadPoolExecutor
 
         wanted = set(names)
@@ -132,13 +134,23 @@ class VerifySession:
         config = str(self.ssh_config())  # written once, before the threads
 
         def connect(name: str) -> None:
-            # The master stays in the background (ControlPersist): no pipes to wait on. A host
-            # that does not answer is the checks' to report, not this.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                if subprocess.run(["ssh", "-F", config, name, "true"], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  timeout=30, check=False).returncode == 0:
-                    self._answered.add(name)
+            # The master stays in the background (ControlPersist): its stderr goes to a file,
+            # not a pipe that would be waited on until it exits.
+            with tempfile.TemporaryFile() as stderr:
+                try:
+                    code = subprocess.run(["ssh", "-F", config, name, "true"],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=stderr, timeout=30, check=False).returncode
+                except subprocess.TimeoutExpired:
+                    code, why = 255, "no answer within 30 s"
+                else:
+                    stderr.seek(0)
+                    lines = stderr.read().decode(errors="replace").strip().splitlines()
+                    why = lines[-1] if lines else f"ssh exited {code}"
+            if code == 0:
+                self._answered.add(name)
+            elif code == 255:  # ssh's own failure (a command's would be its exit status)
+                self._unreachable[name] = why
 
         with ThreadPoolExecutor(min(len(wanted), MAX_AT_ONCE) or 1) as pool:
             list(pool.map(connect, sorted(wanted)))
@@ -175,7 +187,7 @@ def ssh_config_text(fleet: Fleet, names: list[str], control_dir: Path) -> str:
         if data.get("ssh_known_hosts_file"):
             lines.append(f"  UserKnownHostsFile {data['ssh_known_hosts_file']}")
         lines += ["  StrictHostKeyChecking yes", "  BatchMode yes", "  LogLevel ERROR",
-                  "  ConnectTimeout 5", "  ControlMaster auto",
+                  f"  ConnectTimeout {CONNECT_TIMEOUT}", "  ControlMaster auto",
                   f"  ControlPath {control_dir}/%C", f"  ControlPersist {CONTROL_PERSIST}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"

@@ -4,6 +4,7 @@ collection: nixfleet.verify.hostrun), its result read back from the plugin's rep
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -27,8 +28,12 @@ def verify(inventory: Path, hosts: Sequence[str], workers: int | None = None,
         raise NixfleetError(f"no verification suite: {suite} is missing")
     if not hosts:
         return Verification()
-    with tempfile.TemporaryDirectory(prefix="nixfleet-verify-") as scratch:
-        report = Path(scratch) / "report.json"
+    with contextlib.ExitStack() as scratch:
+        # The report goes beside the log (a killed run leaves nothing in /tmp), else into a
+        # temporary directory.
+        report = (log.with_name("verify-report.json") if log else
+                  Path(scratch.enter_context(tempfile.TemporaryDirectory(
+                      prefix="nixfleet-verify-"))) / "report.json")
         # Only the plugins the suite uses (autoloading every installed one costs each worker
         # a third of a second).
         argv = [sys.executable, "-m", "pytest", str(suite), "-q", "--tb=short",

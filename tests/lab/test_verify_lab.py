@@ -5,13 +5,19 @@ whose verification fails exits 1 with the check in its summary."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from nixfleet.lab.config import lab_paths
 from tests.lab.conftest import ROOT, nixfleet, on
 from tests.lab.test_deploys import deploy, lab_env
 
@@ -108,6 +114,44 @@ def test_a_fault_is_reported_as_exactly_that_failure(switched, fault):
     code, report = verify()
     assert failures(report) == [fault]
     assert code == 1
+
+
+def sshd_pid(name: str) -> int:
+    """The PID (here) of the host's listening sshd: a child of its systemd, which is the child
+    of its systemd-nspawn."""
+    def children(pid: int) -> list[int]:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    nspawn = int((lab_paths().host_dir(name) / "nspawn.pid").read_text())
+    (init,) = children(nspawn)
+    (sshd,) = [p for p in children(init) if Path(f"/proc/{p}/comm").read_text().strip() == "sshd"]
+    return sshd
+
+
+def test_a_host_whose_sshd_is_stopped_costs_one_connect_timeout():
+    """razer's sshd stopped (SIGSTOP: connections are accepted, never answered): every one of
+    its checks fails with ssh's reason after one connection attempt, and the run takes the
+    connect timeout plus the other hosts' time (it took 226 s when each check tried again)."""
+    # No master connection of an earlier run may carry this one past the stopped sshd.
+    for config in Path(tempfile.gettempdir()).glob(f"nixfleet-verify-{os.getuid()}/ssh_config-*"):
+        subprocess.run(["ssh", "-F", str(config), "-O", "exit", "razer"],
+                       capture_output=True, timeout=10, check=False)
+    pid = sshd_pid("razer")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        code, report = verify()
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    razer = next(h for h in report["hosts"] if h["host"] == "razer")
+    assert razer["passed"] == 0 and len(razer["failures"]) >= 10, razer
+    assert {f["line"] for f in razer["failures"]} == {
+        "unreachable over SSH: Connection timed out during banner exchange"}
+    others = [line for host, _, line in failures(report) if host != "razer"]
+    assert not [line for line in others if "unreachable" in line or "razer" in line], others
+    assert code == 1
+    assert took < 20, f"verify took {took:.1f} s"
 
 
 @pytest.fixture

@@ -4,10 +4,14 @@ report and its table, the SSH config, and `nixfleet verify`'s bad input."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +148,45 @@ def test_a_host_that_does_not_answer_fails_each_check_at_once_in_one_line(suite,
     assert result.returncode == 1
 
 
+def _point_at(inventory: Path, name: str, address: str, port: int) -> None:
+    text = inventory.read_text()
+    start = text.index(f'("{name}", {{')
+    at = text.index('"ssh": {', start) + len('"ssh": {')
+    inventory.write_text(text[:at] + f'"host": "{address}", "port": {port}, ' + text[at:])
+
+
+@pytest.mark.parametrize("hosts", ["dex5550", "dex5550,razer"])
+def test_a_host_whose_sshd_is_silent_costs_one_connect_timeout(suite, hosts):
+    """dex5550's "sshd" accepts connections and never answers (a stopped sshd): its three
+    checks fail after one connection attempt (ssh's ConnectTimeout, 5 s), not one each; alone,
+    or beside another host (tried before the per-host processes fork, not again in them)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel completes each handshake; nothing ever sends a banner
+    try:
+        _point_at(suite / "inventory.py", "dex5550", "127.0.0.1", silent.getsockname()[1])
+        (suite / "tests" / "fleet" / "test_ssh.py").write_text(textwrap.dedent('''
+            def test_it_answers(host):
+                assert host.run("true").rc == 0
+
+            def test_it_answers_again(host):
+                assert host.run("true").rc == 0
+
+            def test_it_answers_a_third_time(host):
+                assert host.run("true").rc == 0
+        '''))
+        started = time.monotonic()
+        result, report = run_suite(suite, "-k", "answers", f"--hosts={hosts}")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    host = next(h for h in report["hosts"] if h["host"] == "dex5550")
+    assert [f["line"] for f in host["failures"]] == [
+        "unreachable over SSH: Connection timed out during banner exchange"] * 3, host
+    assert took < 9, f"{took:.1f} s: more than one connection attempt"
+    assert result.returncode == 1
+
+
 def test_an_unknown_host_pattern_is_one_clear_line(suite):
     result, _ = run_suite(suite, "--hosts=nope")
     assert result.returncode != 0
@@ -271,6 +314,51 @@ def test_verify_refuses_bad_input_in_one_line(args, message):
     assert result.returncode == 1
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
     assert result.stdout == ""
+
+
+def _tmp_logs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("nixfleet-verify-*.log")) | {
+        p for p in Path(tempfile.gettempdir()).glob("nixfleet-verify-*") if p.is_dir()
+        and p.name != f"nixfleet-verify-{os.getuid()}"}  # the hosts' SSH control sockets
+
+
+def test_a_failed_verification_keeps_its_log_under_deploy_logs_and_nothing_in_tmp(suite):
+    before = _tmp_logs()
+    result = nixfleet("verify", "--limit", "razer", cwd=suite)  # razer's Intel GPU fails
+    assert result.returncode == 1
+    (log,) = (suite / ".deploy-logs").glob("verify-*/verify.log")
+    assert f"pytest's output: {log}\n" in result.stdout
+    assert "is an Intel GPU" in log.read_text()
+    assert _tmp_logs() == before
+    passed = nixfleet("verify", "--limit", "p510", cwd=suite)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert list((suite / ".deploy-logs").glob("verify-*/verify.log")) == [log]  # its own: gone
+
+
+def test_a_killed_verification_ends_its_pytest_and_leaves_nothing_in_tmp(suite):
+    (suite / "tests" / "fleet" / "test_slow.py").write_text(textwrap.dedent('''
+        import time
+
+        def test_slowly(spec):
+            time.sleep(60)
+    '''))
+    before = _tmp_logs()
+    run = subprocess.Popen([sys.executable, "-m", "nixfleet", "verify", "--limit", "p510"],
+                           cwd=suite, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        logs = suite / ".deploy-logs"
+        deadline = time.monotonic() + 30
+        while not any(logs.glob("verify-*/verify.log")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # pytest collecting
+        run.terminate()
+        assert run.wait(timeout=10) == 128 + 15
+    finally:
+        run.kill()
+        run.communicate()
+    survivors = subprocess.run(["pgrep", "-f", str(suite)], capture_output=True, text=True)
+    assert survivors.stdout == ""
+    assert _tmp_logs() == before
 
 
 def test_verify_without_a_suite_says_so(tmp_path):
