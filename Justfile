@@ -92,6 +92,14 @@ test-all:
 facts *ARGS:
     nixfleet facts {{ARGS}}
 
+# Delete old generations, rewrite boot entries, collect garbage (--keep N, --older-than DAYS, --boot, --dry, -y)
+gc *ARGS:
+    nixfleet gc {{ARGS}}
+
+# Each host's boot partition: free now, and what `gc --boot` would free (changes nothing)
+boot-space *ARGS:
+    nixfleet gc --boot --dry {{ARGS}}
+
 # Scrape targets per host, firing alerts, Prometheus/Alertmanager/Grafana (e.g. --limit razer)
 monitoring-status *ARGS:
     nixfleet monitoring status {{ARGS}}

@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import NoReturn
 
-from nixfleet.commands import deploy, facts, inventory, monitoring, nix, ping, validate
+from nixfleet.commands import deploy, facts, gc, inventory, monitoring, nix, ping, validate
 from nixfleet.commands.options import add_inventory_option
 from nixfleet.errors import NixfleetError
 from nixfleet.secrets import cli as secrets_cli
 from nixfleet.verify import cli as verify_cli
 
-COMMANDS = (inventory, validate, deploy, facts, ping, monitoring, nix, secrets_cli, verify_cli)
+COMMANDS = (inventory, validate, deploy, facts, ping, gc, monitoring, nix, secrets_cli,
+            verify_cli)
 ENTRY_POINT_GROUP = "nixfleet.commands"  # name = "module:register"
 
 
