@@ -120,3 +120,23 @@ def check(action: Action, space: BootSpace, boot: Boot, current: int | None, hos
             f"current one's size), has {mib(store_free)}: short "
             f"{mib(space.closure - store_free)}; run `nixfleet gc --limit {host}`")
     return problems
+
+
+def esp_warning(host: str, boot: Boot) -> str | None:
+    """Where the inventory knows the boot partition's size and a generation's kernel + initrd
+    (boot.espSize, boot.entrySize): the install's peak must fit, guard included (`nixfleet
+    validate`'s warning; each deploy's pre-flight checks the host's real numbers)."""
+    if boot.espSize is None or boot.entrySize is None:
+        return None
+    extra = 1 if boot.loader == "lanzaboote" else 0  # images written before old ones go
+    peak = boot.configurationLimit + extra
+    need = peak * boot.entrySize + boot.espGuard
+    if need <= boot.espSize:
+        return None
+    fitting = (boot.espSize - boot.espGuard) // boot.entrySize - extra
+    advice = (f"set boot.configurationLimit to {fitting} or less" if fitting >= 1 else
+              "not even one generation fits: a larger boot partition is needed")
+    return (f"host {host}: boot.configurationLimit {boot.configurationLimit} ({boot.loader}): "
+            f"{peak} entries of {boot.entrySize} MiB at the install's peak + "
+            f"{boot.espGuard} MiB guard = {need} MiB, the boot partition has {boot.espSize} MiB; "
+            f"{advice}")

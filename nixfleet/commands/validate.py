@@ -32,7 +32,7 @@ from nixfleet.flake_inputs import CheckState, flake_check
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.steps import Outcome, Status, Step
 
-QUICK = ("inventory", "generated", "nix-syntax", "check-nix", "secrets", "plaintext")
+QUICK = ("inventory", "generated", "nix-syntax", "check-nix", "boot", "secrets", "plaintext")
 FULL = (*QUICK, "monitoring", "flake-check")
 
 
@@ -59,6 +59,7 @@ class Validation:
             "nix-syntax": Step("nix-syntax", self.check_syntax, "every .nix file parses"),
             "check-nix": Step("check-nix", self.check_nix, "flake checks without nixpkgs",
                               after),
+            "boot": Step("boot", self.check_boot, "boot limits fit the boot partitions", after),
             "secrets": Step("secrets", self.check_secrets, "secrets against the rules", after),
             "plaintext": Step("plaintext", self.check_plaintext, "no plaintext secrets"),
             "monitoring": Step("monitoring", self.check_monitoring, "promtool and amtool"),
@@ -89,6 +90,22 @@ class Validation:
             raise NixfleetError(f"no flake at {nix_dir / 'flake.nix'}")
         return Outcome.of(nixcheck.check_all(nix_dir, self.fleet.hosts),
                           "nix/ agrees with the inventory")
+
+    def check_boot(self) -> Outcome:
+        from nixfleet.preflight import esp_warning
+
+        hosts = self.fleet.hosts
+        warnings = [w for name, host in hosts.items() if (w := esp_warning(name, host.boot))]
+        unknown = [n for n, h in hosts.items()
+                   if h.boot.espSize is None or h.boot.entrySize is None]
+        checked = len(hosts) - len(unknown)
+        summary = (f"{checked} of {len(hosts)} hosts checked"
+                   + (f"; no boot.espSize/entrySize for {', '.join(unknown)} (each deploy's "
+                      "pre-flight checks them)" if unknown else ""))
+        if warnings:
+            return Outcome(Status.WARNING, f"{len(warnings)} boot limit(s) too large; {summary}",
+                           tuple(warnings))
+        return Outcome(Status.PASSED, summary)
 
     def check_secrets(self) -> Outcome:
         from nixfleet.secrets.rules import load_rules

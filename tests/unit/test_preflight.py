@@ -7,7 +7,7 @@ from nixfleet.facts.deploy import parse_deploy_state
 from nixfleet.facts.parsers.boot import BootGeneration, BootSpace, efi_name, parse_boot_space
 from nixfleet.model import Boot
 from nixfleet.outcome import Action
-from nixfleet.preflight import MIB, boot_need, check
+from nixfleet.preflight import MIB, boot_need, check, esp_warning
 
 KERNEL, INITRD = 15 * MIB, 155 * MIB  # razer's: about 170 MiB per generation
 
@@ -156,3 +156,17 @@ def test_the_deploy_state_fact_carries_the_boot_space():
         booted="/nix/store/xyz-nixos-system-razer", store_free=84074242048, closure=2729984)
     # A host without a boot partition or store figures: nothing to check, nothing fails.
     assert parse_boot_space(["boot-fs ", "closure "]).free is None
+
+
+def test_validate_warns_when_the_limits_peak_cannot_fit_the_known_esp():
+    razer = Boot(configurationLimit=2, espSize=511, entrySize=170, espGuard=16)
+    assert esp_warning("razer", razer) is None  # systemd-boot: 2 entries at the peak
+    assert esp_warning("razer", razer.model_copy(update={"loader": "lanzaboote"})) == (
+        "host razer: boot.configurationLimit 2 (lanzaboote): 3 entries of 170 MiB at the "
+        "install's peak + 16 MiB guard = 526 MiB, the boot partition has 511 MiB; set "
+        "boot.configurationLimit to 1 or less")
+    assert esp_warning("razer", razer.model_copy(update={"configurationLimit": 3})) == (
+        "host razer: boot.configurationLimit 3 (systemd-boot): 3 entries of 170 MiB at the "
+        "install's peak + 16 MiB guard = 526 MiB, the boot partition has 511 MiB; set "
+        "boot.configurationLimit to 2 or less")
+    assert esp_warning("p620", Boot(configurationLimit=5)) is None  # sizes unknown

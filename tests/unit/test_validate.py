@@ -13,8 +13,8 @@ import pytest
 
 from tests.unit.repo_support import copy_repository, git, nixfleet
 
-FULL = ["inventory", "generated", "nix-syntax", "check-nix", "secrets", "plaintext", "monitoring",
-        "flake-check"]
+FULL = ["inventory", "generated", "nix-syntax", "check-nix", "boot", "secrets", "plaintext",
+        "monitoring", "flake-check"]
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +187,17 @@ def test_an_unknown_step_is_one_line(repo):
     assert result.returncode == 1
     assert result.stderr == ("nixfleet: error: --skip promtool: no such step; steps: "
                              + ", ".join(FULL) + "\n")
+
+
+def test_a_boot_limit_the_esp_cannot_hold_is_a_warning(repo):
+    inventory = repo / "inventory.py"
+    text = inventory.read_text()
+    limit = '"boot": {"configurationLimit": 2, "espSize": 511, "entrySize": 170}'
+    assert limit in text
+    inventory.write_text(text.replace(limit, limit.replace("2", "3", 1)))
+    assert nixfleet(repo, "generate").returncode == 0
+
+    code, steps, out = validate(repo, "--quick")
+    assert code == 0, out
+    assert "host razer: boot.configurationLimit 3 (systemd-boot): 3 entries of 170 MiB" in out
+    assert steps["boot"]["status"] == "passed"  # a warning does not fail validation
