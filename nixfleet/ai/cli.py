@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from nixfleet.ai.ask import Output, ask_in_turn
+from nixfleet.ai.columns import output_width
 from nixfleet.ai.config import (
     CONFIG_ENV,
     DEFAULT_PROVIDER_ENV,
@@ -218,7 +219,7 @@ def status(session: Session) -> int:
     if session.args.json:
         print(json.dumps(status_json(session.config, session.default, rows), indent=2))
     else:
-        print(status_table(session.config, session.default, rows))
+        print(status_table(session.config, session.default, rows, output_width()))
     return EXIT_OK if any(row.ready for row in rows) else EXIT_NO_PROVIDER
 
 
@@ -231,7 +232,8 @@ def list_providers(session: Session) -> int:
                            "default": p.name == session.default[0]}
                           for p in session.config.by_priority()], indent=2))
     else:
-        print(providers_table(session.config, session.default[0], session.problems))
+        print(providers_table(session.config, session.default[0], session.problems,
+                            output_width()))
     available = any(why is None for why in session.problems.values())
     return EXIT_OK if available else EXIT_NO_PROVIDER
 
@@ -269,7 +271,7 @@ def list_models(session: Session, parser: argparse.ArgumentParser) -> int:
     if args.json:
         print(json.dumps(models_json(rows), indent=2))
     elif rows:
-        print(models_table(rows))
+        print(models_table(rows, output_width()))
     return EXIT_ALL_FAILED if failed else EXIT_OK
 
 

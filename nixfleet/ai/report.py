@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from nixfleet.ai import columns
 from nixfleet.ai.config import Config, KeyState, Price
 from nixfleet.ai.providers import Probe, Provider
 from nixfleet.ai.transport import Transport
@@ -88,17 +89,18 @@ def status_json(config: Config, default: tuple[str, str],
 
 
 def status_table(config: Config, default: tuple[str, str],
-                 rows: Sequence[ProviderStatus]) -> str:
-    lines = [f"config {config.path}; default provider {default[0]} (from {default[1]}); "
-             f"fallback {_on(config.enable_fallback)}; cost optimisation "
-             f"{_on(config.cost_optimization)}; timeout {config.timeout:g} s; "
-             f"retries {config.max_retries}", ""]
+                 rows: Sequence[ProviderStatus], width: int) -> str:
+    settings = (f"config {config.path}; default provider {default[0]} (from {default[1]}); "
+                f"fallback {_on(config.enable_fallback)}; cost optimisation "
+                f"{_on(config.cost_optimization)}; timeout {config.timeout:g} s; "
+                f"retries {config.max_retries}")
+    lines = [*columns.wrap(settings, width), ""]
     table = [("provider", "enabled", "priority", "default model", "key", "reachable")]
     for row in rows:
         key = f"{row.key_file}: readable" if row.key == "readable" else row.key
         table.append((row.name, "yes" if row.enabled else "no", str(row.priority),
                       row.default_model, key, _reachable(row)))
-    return "\n".join([*lines, *_columns(table)])
+    return "\n".join([*lines, *columns.table(table, width)])
 
 
 def _reachable(row: ProviderStatus) -> str:
@@ -110,7 +112,7 @@ def _reachable(row: ProviderStatus) -> str:
 
 
 def providers_table(config: Config, default: str,
-                    problems: Mapping[str, str | None]) -> str:
+                    problems: Mapping[str, str | None], width: int) -> str:
     table = [("priority", "provider", "default model", "models", "state")]
     for p in config.by_priority():
         why = problems.get(p.name)
@@ -118,7 +120,7 @@ def providers_table(config: Config, default: str,
         if p.name == default:
             state += " (default)"
         table.append((str(p.priority), p.name, p.default_model, str(len(p.models)), state))
-    return "\n".join(_columns(table))
+    return "\n".join(columns.table(table, width))
 
 
 @dataclass(frozen=True)
@@ -133,11 +135,11 @@ def models_json(rows: Sequence[ModelRow]) -> list[dict[str, Any]]:
     return [asdict(row) for row in rows]
 
 
-def models_table(rows: Sequence[ModelRow]) -> str:
+def models_table(rows: Sequence[ModelRow], width: int) -> str:
     table = [("provider", "model", "USD per 1M tokens in / out", "")]
     table += [(r.provider, r.model, price_text(r.price), "default" if r.default else "")
               for r in rows]
-    return "\n".join(_columns(table))
+    return "\n".join(columns.table(table, width))
 
 
 def price_of(config: Config, provider: str, model: str) -> Price | None:
@@ -154,9 +156,3 @@ def price_text(price: Price | None) -> str:
 
 def _on(flag: bool) -> str:
     return "on" if flag else "off"
-
-
-def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            .rstrip() for row in rows]

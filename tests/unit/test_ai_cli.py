@@ -58,6 +58,7 @@ class AiCli:
         fake.write_keys(self.keys)
         monkeypatch.setenv("AI_PROVIDERS_CONFIG", str(self.config_file))
         monkeypatch.delenv("AI_DEFAULT_PROVIDER", raising=False)
+        monkeypatch.setenv("COLUMNS", "400")  # a table row on one line; the width tests set it
         for name in PROXY_VARIABLES:
             monkeypatch.delenv(name, raising=False)
 
@@ -665,6 +666,87 @@ def test_list_providers_in_priority_order_with_their_state(ai, apis):
         ["3", "gemini", "gemini-1.5-flash", "3", f"key file {ai.keys}/api-gemini is missing"],
         ["4", "ollama", "mistral-small3.1", "2", "not enabled on this host"]]
     assert all(not request for request in (a.requests for a in apis.values()))
+
+
+@pytest.mark.parametrize("columns", ["", "80", "50"])
+def test_tables_fit_the_width_with_every_word(ai, apis, columns):
+    """-l, -s and -M piped: $COLUMNS, else 80 columns (the provider list was 81 wide and
+    --status 170); a cell too long wraps, a table that cannot fit is a block per provider."""
+    if columns:
+        ai.monkeypatch.setenv("COLUMNS", columns)
+    else:
+        ai.monkeypatch.delenv("COLUMNS")
+    width = int(columns or 80)
+    data = ai.configure(apis)
+    data["providers"]["ollama"]["enabled"] = False
+    ai.config_file.write_text(json.dumps(data))
+    (ai.keys / "api-gemini").unlink()
+    apis["openai"].reply(Reply(200, [b'{"object": "list", "data": [{"id": "gpt-4o-mini"}]}'],
+                               content_type="application/json"))
+    apis["anthropic"].reply(Reply(200, [b'{"data": []}'], content_type="application/json"))
+
+    listing, status, models = ai("-l").out, ai("-s").out, ai("-M", "openai").out
+
+    for out in (listing, status, models):
+        assert max(len(line) for line in out.splitlines()) <= width, out
+    listed = cells_by_column(listing, ("priority", "provider", "default model", "models",
+                                       "state"))
+    assert "claude-3-5-sonnet-20241022" in listed["default model"], listing
+    for cell in ("available (default)", f"key file {ai.keys}/api-gemini is missing",
+                 "not enabled on this host"):
+        assert "".join(cell.split()) in listed["state"], listing
+    settings, table = status.split("\n\n")
+    assert "".join(settings.split()) == "".join((
+        f"config {ai.config_file}; default provider anthropic (from {ai.config_file}); "
+        "fallback off; cost optimisation off; timeout 5 s; retries 2").split())
+    rows = cells_by_column(table, ("provider", "enabled", "priority", "default model", "key",
+                                   "reachable"))
+    for cell in (f"{ai.keys}/api-openai: readable", f"key file {ai.keys}/api-gemini is missing",
+                 "not needed"):
+        assert "".join(cell.split()) in rows["key"], status
+    assert "yes:HTTP200,1modelslisted" in rows["reachable"], status
+    for word in ("gpt-4o-mini", "gpt-4o", "default"):
+        assert word in models.split(), models
+
+
+def cells_by_column(out: str, headers: tuple[str, ...]) -> dict[str, str]:
+    """Each column's text, whitespace left out, from a table or from its blocks."""
+    lines = out.splitlines()
+    texts = dict.fromkeys(headers, "")
+    if lines[0].startswith(headers[0]):  # a table: columns start where their headers do
+        starts = [lines[0].index(h) for h in headers]
+        for line in lines[1:]:
+            for name, start, end in zip(headers, starts, [*starts[1:], None], strict=True):
+                texts[name] += "".join(line[start:end].split())
+        return texts
+    name = headers[0]
+    for line in lines:
+        if not line.startswith(" "):
+            name = headers[0]
+            texts[name] += line
+        elif line.startswith("  ") and not line.startswith("   "):
+            name, value = line[2:].split(":", 1)
+            texts[name] += "".join(value.split())
+        else:
+            texts[name] += "".join(line.split())
+    return texts
+
+
+def test_a_table_too_wide_for_the_width_is_a_block_per_row():
+    from nixfleet.ai import columns
+
+    rows = [("priority", "provider", "default model", "state"),
+            ("1", "anthropic", "claude-3-5-sonnet-20241022", "available (default)")]
+    assert columns.table(rows, 30) == [
+        "1",
+        "  provider:      anthropic",
+        "  default model: claude-3-5-so",
+        "                 nnet-20241022",
+        "  state:         available",
+        "                 (default)"]
+    assert columns.table(rows, 80) == [
+        "priority  provider   default model               state",
+        "1         anthropic  claude-3-5-sonnet-20241022  available (default)"]
 
 
 def test_list_models_ollama_live_others_from_the_configuration(ai, apis):
