@@ -196,16 +196,38 @@ def answer(session: Session, prompt: str, sleep: Callable[[float], None],
         steps = route(session.config, wish, session.default[0], session.problems)
     except UsageError as error:
         parser.error(str(error))
-    outcome = ask_in_turn(steps, session.providers, prompt, session.transport,
-                          Output(sys.stdout), session.config.max_retries, session.log, sleep)
+    output = Output(sys.stdout)
+    try:
+        outcome = ask_in_turn(steps, session.providers, prompt, session.transport, output,
+                              session.config.max_retries, session.log, sleep)
+    except KeyboardInterrupt:
+        output.finish()  # "ai-cli: interrupted" on a line of its own, not after the answer
+        raise
     if outcome.answered is not None:
         return EXIT_OK
     if not outcome.tried:
-        session.log.say("no provider available" + _hint(session, len(steps)))
+        session.log.say(_nothing_asked(session, steps[0].provider))
         return EXIT_NO_PROVIDER
     if not outcome.partial:
         session.log.say("no answer: every provider asked failed" + _hint(session, len(steps)))
     return EXIT_ALL_FAILED
+
+
+def _nothing_asked(session: Session, first: str) -> str:
+    """Why no request was sent: the provider asked for (and who named it) is not available,
+    or none is."""
+    available = [p.name for p in session.config.by_priority()
+                 if session.problems[p.name] is None]
+    if not available:
+        return "no provider available"
+    if session.args.provider:
+        origin = "-p"
+    elif session.default[1] == DEFAULT_PROVIDER_ENV:
+        origin = DEFAULT_PROVIDER_ENV
+    else:
+        origin = f"defaultProvider in {session.default[1]}"
+    return (f"nothing asked: {first} (from {origin}) is not available; available: "
+            f"{', '.join(available)} (-f asks them too)")
 
 
 def _hint(session: Session, asked: int) -> str:

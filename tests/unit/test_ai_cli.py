@@ -183,6 +183,29 @@ def test_the_default_provider_is_the_configurations_unless_the_environment_names
             "ollama)") in unknown.err
 
 
+def test_a_default_provider_that_is_not_enabled_is_named_with_where_it_came_from(
+        ai, apis, monkeypatch):
+    data = ai.configure(apis, defaultProvider="gemini")
+    data["providers"]["gemini"]["enabled"] = False
+    data["providers"]["anthropic"]["enabled"] = False
+    ai.config_file.write_text(json.dumps(data))
+
+    from_file = ai("question")
+    assert from_file.code == cli.EXIT_NO_PROVIDER
+    assert from_file.err_lines == [
+        "ai-cli: gemini is not available (not enabled on this host)",
+        f"ai-cli: nothing asked: gemini (from defaultProvider in {ai.config_file}) is not "
+        "available; available: openai, ollama (-f asks them too)"]
+    monkeypatch.setenv("AI_DEFAULT_PROVIDER", "anthropic")
+    assert ai("question").err_lines[1] == (
+        "ai-cli: nothing asked: anthropic (from AI_DEFAULT_PROVIDER) is not available; "
+        "available: openai, ollama (-f asks them too)")
+    data["providers"]["openai"]["enabled"] = data["providers"]["ollama"]["enabled"] = False
+    ai.config_file.write_text(json.dumps(data))
+    assert ai("question").err_lines[1] == "ai-cli: no provider available"
+    assert all(not api.requests for api in apis.values())
+
+
 def test_the_prompt_comes_from_stdin_when_no_argument_gives_it(ai, apis):
     ai.configure(apis)
     apis["ollama"].reply(answer("ollama", "ok"))
@@ -422,7 +445,8 @@ def test_a_missing_key_file_makes_its_provider_unavailable_with_the_reason(ai, a
     assert alone.code == cli.EXIT_NO_PROVIDER == 3
     assert alone.err_lines == [
         f"ai-cli: openai is not available (key file {ai.keys}/api-openai is missing)",
-        "ai-cli: no provider available (-f asks the other providers too)"]
+        "ai-cli: nothing asked: openai (from -p) is not available; available: anthropic, "
+        "gemini, ollama (-f asks them too)"]
     assert apis["openai"].requests == []
 
     apis["anthropic"].reply(answer("anthropic", "ok"))
@@ -822,6 +846,25 @@ def test_ctrl_c_exits_130(ai, apis):
 
     assert code == cli.EXIT_INTERRUPTED == 130
     assert ai.capsys.readouterr().err.endswith("ai-cli: interrupted\n")
+
+
+def test_ctrl_c_mid_answer_ends_the_answers_line_first(ai, apis, monkeypatch):
+    from nixfleet.ai import ask
+
+    ai.configure(apis)
+    apis["openai"].reply(answer("openai", "half an ", "answer"))
+    write = ask.Output.write
+
+    def interrupted_after_the_first_piece(self: ask.Output, text: str) -> None:
+        write(self, text)
+        if text == "half an ":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ask.Output, "write", interrupted_after_the_first_piece)
+    result = ai("-p", "openai", "Hi")
+
+    assert result.code == cli.EXIT_INTERRUPTED
+    assert (result.out, result.err) == ("half an \n", "ai-cli: interrupted\n")
 
 
 def test_the_help_documents_the_exit_codes(ai):
