@@ -15,10 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 CONFIG_FILE = Path("/etc/ai-providers.json")
 CONFIG_ENV = "AI_PROVIDERS_CONFIG"
 DEFAULT_PROVIDER_ENV = "AI_DEFAULT_PROVIDER"
+# The APIs ai-cli speaks: a provider's name is its type (providers.PROVIDERS has their classes).
+APIS = ("openai", "anthropic", "gemini", "ollama")
 
 
 class ConfigError(Exception):
@@ -121,6 +124,9 @@ def parse_config(data: Any, path: Path) -> Config:
 
 def _provider(fields: _Fields, name: str, data: Any) -> ProviderConfig:
     where = f"providers.{name}."
+    if name not in APIS:
+        raise ConfigError(f"{fields.path}: providers.{name}: unknown provider type (ai-cli "
+                          f"speaks {', '.join(APIS)})")
     fields.object(data, where[:-1])
     key_file = fields.get(data, "apiKeyFile", (str, type(None)), where)
     models = fields.get(data, "models", list, where)
@@ -133,13 +139,25 @@ def _provider(fields: _Fields, name: str, data: Any) -> ProviderConfig:
         fields.object(price, at[:-1])
         prices[model] = Price(float(fields.get(price, "input", (int, float), at)),
                               float(fields.get(price, "output", (int, float), at)))
+    if not models:
+        raise ConfigError(f"{fields.path}: {where}models: empty (a provider needs at least "
+                          "one model)")
+    default_model = fields.get(data, "defaultModel", str, where)
+    if default_model not in models:
+        raise ConfigError(f"{fields.path}: {where}defaultModel: {default_model!r} is not one "
+                          f"of its models ({', '.join(models)})")
+    base_url = fields.get(data, "baseUrl", str, where)
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{fields.path}: {where}baseUrl: {base_url!r} is no http:// or "
+                          "https:// URL")
     return ProviderConfig(
         name=name,
         enabled=fields.get(data, "enabled", bool, where),
         priority=fields.get(data, "priority", int, where),
         models=tuple(models),
-        default_model=fields.get(data, "defaultModel", str, where),
-        base_url=fields.get(data, "baseUrl", str, where).rstrip("/"),
+        default_model=default_model,
+        base_url=base_url.rstrip("/"),
         api_key_file=Path(key_file) if key_file else None,
         requires_api_key=fields.get(data, "requiresApiKey", bool, where),
         prices=prices,

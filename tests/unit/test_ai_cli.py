@@ -967,6 +967,40 @@ def test_load_config_names_the_file_and_field(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"defaultModel": "gpt-5"},
+     "providers.openai.defaultModel: 'gpt-5' is not one of its models (gpt-4o-mini, gpt-4o, "
+     "gpt-3.5-turbo)"),
+    ({"models": [], "prices": {}},
+     "providers.openai.models: empty (a provider needs at least one model)"),
+    ({"baseUrl": "api.openai.com/v1"},
+     "providers.openai.baseUrl: 'api.openai.com/v1' is no http:// or https:// URL"),
+])
+def test_a_provider_that_cannot_work_is_one_line_at_load(ai, apis, change, message):
+    data = ai.configure(apis)
+    data["providers"]["openai"].update(change)
+    ai.config_file.write_text(json.dumps(data))
+
+    for argv in (["Hi"], ["-l"]):
+        result = ai(*argv)
+        assert (result.code, result.err) == (cli.EXIT_CONFIG, f"ai-cli: {ai.config_file}: "
+                                                              f"{message}\n")
+
+
+def test_an_unknown_provider_type_is_one_line_at_load(ai, apis):
+    data = ai.configure(apis)
+    data["providers"]["mistral"] = data["providers"]["openai"]
+    ai.config_file.write_text(json.dumps(data))
+
+    result = ai("-s")
+    assert (result.code, result.err) == (cli.EXIT_CONFIG, (
+        f"ai-cli: {ai.config_file}: providers.mistral: unknown provider type (ai-cli speaks "
+        "openai, anthropic, gemini, ollama)\n"))
+    from nixfleet.ai.config import APIS
+    from nixfleet.ai.providers import PROVIDERS
+    assert set(PROVIDERS) == set(APIS)
+
+
 # --- the lab's Ollama stand-in ---------------------------------------------------------------
 
 
