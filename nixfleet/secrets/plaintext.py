@@ -14,10 +14,13 @@ from nixfleet.secrets.rules import SECRETS_DIR
 
 # Files that belong in secrets/ besides the *.age files.
 ALLOWED_FILES = ("rules.py", "secrets.nix")
+# A line break, or one written as \n (or \r\n) inside a JSON or YAML string: a key pasted into
+# a configuration value is one escaped line.
+_BREAK = rb"(?:[ \t\r]*\n|(?:\\r)?\\n)"
 # Private key blocks with a body (a key's BEGIN line alone, as in this file, is not a key).
 PRIVATE_KEY = re.compile(
-    rb"-----BEGIN ((OPENSSH|RSA|DSA|EC|ENCRYPTED|PGP) )?PRIVATE KEY( BLOCK)?-----[ \t\r]*\n"
-    rb"(?:[A-Za-z-]+:[^\n]*\n)*\s*[A-Za-z0-9+/=]{16}")
+    rb"-----BEGIN ((OPENSSH|RSA|DSA|EC|ENCRYPTED|PGP) )?PRIVATE KEY( BLOCK)?-----" + _BREAK +
+    rb"(?:[A-Za-z-]+:[^\n\\]*" + _BREAK + rb")*(?:\s|" + _BREAK + rb")*[A-Za-z0-9+/=]{16}")
 AGE_SECRET_KEY = re.compile(rb"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}")
 SCAN_LIMIT = 4 * 1024 * 1024
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -375,6 +376,23 @@ def test_check_plaintext_finds(repo, keys, path, content, message):
     subprocess.run(["git", "add", path], cwd=repo, check=True)
     result = support.run_secrets(repo, "check-plaintext")
     assert message in result.stdout.decode()
+    support.one_line_error(result, "plaintext check failed: 1 problem")
+
+
+@pytest.mark.parametrize(("path", "escape"), [
+    ("config/deploy.json", lambda key: json.dumps({"deployKey": key}, indent=2)),
+    ("config/values.yaml", lambda key: "deployKey: " + json.dumps(key) + "\n"),
+    ("config/crlf.yaml", lambda key: "deployKey: " + json.dumps(key.replace("\n", "\r\n"))),
+])
+def test_check_plaintext_finds_a_private_key_written_as_one_escaped_line(repo, keys, path,
+                                                                          escape):
+    target = repo / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(escape(keys["outsider"].private.read_text()))
+    assert len(target.read_text().strip().splitlines()) <= 3  # the key itself is one line
+    subprocess.run(["git", "add", path], cwd=repo, check=True)
+    result = support.run_secrets(repo, "check-plaintext")
+    assert f"{path}: contains a private key" in result.stdout.decode()
     support.one_line_error(result, "plaintext check failed: 1 problem")
 
 
