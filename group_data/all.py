@@ -15,7 +15,9 @@ system = {
 
 # How deploys treat every host (nixfleet.model.Deploy): a switch that fails to activate or
 # fails its health gate rolls back; a switch not confirmed over a fresh SSH connection within
-# confirmTimeout seconds reverts by itself. checks: extra health checks, e.g.
+# confirmTimeout seconds reverts by itself. A unit, declared service or check that was already
+# failing before a switch is a warning, not a failure (strictUnits: True makes any failed unit
+# fail it). checks: extra health checks, e.g.
 #   {"name": "web", "http": "http://{address}:8080/", "timeout": 10}
 #   {"name": "disk", "command": "test $(df --output=pcent / | tail -1 | tr -dc 0-9) -lt 95"}
 deploy = {
@@ -27,6 +29,7 @@ deploy = {
     "buildOn": "target",
     "checks": [],
     "verify": True,
+    "strictUnits": False,
 }
 
 # The boot loader and its partition (nixfleet.model.Boot; a host's own "boot" replaces this

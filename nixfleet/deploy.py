@@ -48,6 +48,7 @@ from nixfleet.target import Target, current_target
 from nixfleet.verify.report import HostVerification, Verification
 
 COLOURS = {Result.CHANGED: "green", Result.UNCHANGED: "cyan", Result.BUILT: "green",
+           Result.ROLLBACK_FAILED: "bold red reverse",
            Result.WOULD_CHANGE: "yellow"}
 
 
@@ -134,10 +135,16 @@ class DeployRun:
         if self.executed:
             late = self.verification is None  # pyinfra's --serial and --no-wait runs
             if late:
-                self.verify()
-            self.print_summary(self.outcomes(), f"nixfleet deploy {self.deploy_id}")
-            if late and not self.verification.ok:  # type: ignore[union-attr]
-                # pyinfra has set its exit status already; this run failed verification.
+                self.settle()
+            outcomes = self.outcomes()
+            self.print_summary(outcomes, f"nixfleet deploy {self.deploy_id}")
+            # pyinfra has set its exit status already: 2 when a host's rollback failed (it may
+            # run or boot neither system), 1 when verification failed after the run.
+            if any(o.result is Result.ROLLBACK_FAILED for o in outcomes):
+                sys.stdout.flush()
+                os._exit(2)
+            if late and (not self.verification.ok  # type: ignore[union-attr]
+                         or any(o.result is Result.LOCKED for o in outcomes)):
                 sys.stdout.flush()
                 os._exit(1)
         elif "--dry" in sys.argv:
@@ -152,6 +159,9 @@ class DeployRun:
         happen, drift, backups, verification."""
         lines = []
         for r in results:
+            if r.result is Result.ROLLBACK_FAILED:
+                lines.append(f"  {r.host}: ROLLBACK FAILED: {r.reason}")
+            lines += [f"  {r.host}: warning: {warning}" for warning in r.warnings]
             lines += [f"  {r.host}: {line}" for line in [*r.diff, *r.would]]
             if r.drift:
                 lines.append(f"  {r.host}: the flake directory differed from what nixfleet last "
@@ -176,8 +186,10 @@ class DeployRun:
         for r in results:
             generation = f"{_dash(r.generation_before)} -> {_dash(r.generation_after)}"
             colour = COLOURS.get(r.result, "red")
+            warned = f" ({len(r.warnings)} warning{'s' if len(r.warnings) > 1 else ''})" \
+                if r.warnings else ""
             table.add_row(r.host, str(r.action or "-"), generation,
-                          f"[{colour}]{r.result}[/{colour}]", r.closure_delta or "-",
+                          f"[{colour}]{r.result}{warned}[/{colour}]", r.closure_delta or "-",
                           f"{r.duration:.2f}s" if r.duration is not None else "-", r.reason)
         # Piped, one line per host where it fits: logs and scripts read the rows.
         console = tables.console(piped_width=160)
@@ -289,7 +301,8 @@ def deploy(action: Action | str) -> None:
                                         noop=True)
         return
     safety = {"deploy_id": run.deploy_id, "health_timeout": settings["healthTimeout"],
-              "checks": checks, "record": run.record}
+              "checks": checks, "record": run.record,
+              "strict_units": bool(settings.get("strictUnits", False))}
     rebuilt = nixos.rebuild(  # a no-op when the plan says so: pyinfra shows "No change"
         name=f"nixos-rebuild {action}",
         action=action,

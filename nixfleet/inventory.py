@@ -8,6 +8,7 @@ them as module-level pyinfra groups. Bad data raises InventoryError before any S
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import runpy
 import sys
@@ -53,8 +54,10 @@ class Fleet:
 
     def unknown_limit_message(self, pattern: str) -> str:
         groups = sorted(g for g, members in self.groups.items() if members)
+        close = difflib.get_close_matches(pattern, [*self.hosts, *groups], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         return (
-            f"--limit {pattern!r} matches no host or group; "
+            f"--limit {pattern!r} matches no host or group{hint}; "
             f"hosts: {', '.join(self.hosts)}; groups: {', '.join(groups)}"
         )
 
@@ -278,7 +281,7 @@ def nixfleet_inventory(entries: Sequence[HostEntry], inventory_file: str,
             fleet.select(limit_patterns(sys.argv))
     except InventoryError as error:
         if running_under_pyinfra(sys.argv):
-            raise for_pyinfra(error) from None
+            raise for_pyinfra(error, sys._getframe(1)) from None
         raise
     return fleet, pyinfra_groups(fleet)
 

@@ -12,6 +12,8 @@ import base64
 import binascii
 import difflib
 import re
+import subprocess
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -301,6 +303,16 @@ class Ssh(Strict):
 SAFE_CHECK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+@cache
+def _sh_syntax_error(command: str) -> str | None:
+    """sh's own complaint about a command's syntax (`sh -n`: parsed, not run), or None."""
+    result = subprocess.run(["sh", "-n", "-c", command], capture_output=True, text=True)
+    if result.returncode == 0:
+        return None
+    lines = result.stderr.strip().splitlines()
+    return lines[-1].removeprefix("sh: ") if lines else f"sh -n exited {result.returncode}"
+
+
 class HealthCheck(Strict):
     """A check of the health gate (morph style): a command on the host, or an HTTP GET from
     the deployer ({address} in the URL is the host's SSH address)."""
@@ -320,6 +332,9 @@ class HealthCheck(Strict):
             raise ValueError("a check has exactly one of command or http")
         if self.command is not None and ("\t" in self.command or "\n" in self.command):
             raise ValueError("command: one line, no tabs")
+        if self.command is not None and (error := _sh_syntax_error(self.command)):
+            # A check that cannot run could never pass: it would fail every deploy.
+            raise ValueError(f"command: not valid sh, the check could never pass: {error}")
         if self.http is not None and not self.http.startswith(("http://", "https://")):
             raise ValueError("http: must be an http:// or https:// URL")
         return self
@@ -343,6 +358,9 @@ class Deploy(Strict):
     # auto: reboot after the switch when the kernel, initrd or kernel modules changed.
     reboot: Literal["never", "auto"] = "never"
     checks: list[HealthCheck] = []
+    # A unit that had already failed before a switch does not fail it (it is a warning; NixOS's
+    # switch-to-configuration exits 4 for any failed unit). True: any failed unit fails it.
+    strictUnits: bool = False
     # Run post-deploy verification (tests/fleet, `nixfleet verify`) on the hosts a switch, test
     # or boot with reboot changed; a failed check makes the deploy exit 1 (no rollback: the
     # health gate decides that). `--data no_verify=true` turns it off for one run.

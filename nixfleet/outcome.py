@@ -64,6 +64,8 @@ class Result(StrEnum):
     BUILT = "built"
     FAILED = "failed"
     ROLLED_BACK = "rolled-back"
+    # The rollback itself failed: the host may run or boot neither system as intended.
+    ROLLBACK_FAILED = "rollback-failed"
     LOCKED = "locked"
     UNREACHABLE = "unreachable"
     WOULD_CHANGE = "would-change"  # --dry: what a real run would do
@@ -100,6 +102,10 @@ class HostOutcome:
     would: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     backup: str | None = None
+    # What did not judge this deploy: units, services, checks failing before and after it.
+    warnings: list[str] = field(default_factory=list)
+    # The same as "KIND NAME" lines (deploy.sh's baseline), for a later health gate (reboot).
+    failing_before: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: lock, flake, build, ...
     verification: HostVerification | None = None  # post-deploy verification, where it ran
 
@@ -127,6 +133,7 @@ class HostOutcome:
             "flake": self.flake, "duration": self.duration,
             "closure_before": self.closure_before, "closure_after": self.closure_after,
             "closure_delta": self.closure_delta, "diff": self.diff, "would": self.would,
-            "drift": self.drift, "backup": self.backup, "phases": self.phases,
+            "drift": self.drift, "backup": self.backup, "warnings": self.warnings,
+            "phases": self.phases,
             "verification": self.verification and self.verification.to_json(),
         }

@@ -119,6 +119,58 @@ def confirm(host: Host, values: dict[str, str], checks: list[HealthCheck],
                        f"{generation}", Result.ROLLED_BACK, generation)
 
 
+STATE_DIR = "/var/lib/nixfleet"  # deploy.sh's state_dir
+HOLDER = "/run/nixfleet/holder"  # deploy.sh's run_dir/holder: "SINCE DEPLOY_ID OWNER"
+
+
+def recover(host: Host, deploy_id: str, wait: float) -> list[str]:
+    """The deploy step's result after its command ended without one (the connection dropped,
+    say a switch restarted the network, or the step was killed): over fresh connections, the
+    host's journal of this deploy (deploy.sh writes every protocol line there too), waiting up
+    to `wait` seconds while the step still runs (its holder is still this deploy). Protocol
+    lines: the journal's, with a result saying what happened when it has none."""
+    command = (f"cat {STATE_DIR}/result-{deploy_id} 2>/dev/null;"
+               f" read -r _ id _ < {HOLDER} 2>/dev/null; echo \"holder=$id\";"
+               f" echo \"profile=$(readlink {SYSTEM_PROFILE})\"")
+    deadline = time.monotonic() + wait
+    answer: Answer | None = None
+    while True:
+        answer = fresh_ssh(host, command, 15)
+        if answer is not None:
+            lines = answer.stdout.splitlines()
+            journal = [line for line in lines if line.startswith(protocol.PREFIX)]
+            if "result" in protocol.values(journal):
+                return journal
+            if f"holder={deploy_id}" not in lines:
+                profile = next((line[8:] for line in lines if line.startswith("profile=")), "")
+                generation = generation_number(profile)
+                return journal + _lines(
+                    result=Result.FAILED, reason=_ended_without_result(host.name, journal),
+                    generation_after="" if generation is None else str(generation))
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1)
+    why = ("its deploy step was still running" if answer is not None else
+           "it did not answer again")
+    return _lines(result=Result.UNREACHABLE, reason=(
+        f"the connection to {host.name} was lost and {why} {wait:.0f}s later; "
+        "a switch not confirmed returns to the system before by itself (its watchdog)"))
+
+
+def _ended_without_result(name: str, journal: list[str]) -> str:
+    phases = [key.removeprefix("phase_") for key, _ in protocol.lines(journal)
+              if key.startswith("phase_")]
+    if not journal:
+        return (f"the deploy step on {name} ended before it took the deploy lock "
+                "(the connection dropped or it was killed); nothing was changed")
+    return (f"the deploy step on {name} was killed"
+            + (f" after its {phases[-1]} step" if phases else ""))
+
+
+def _lines(**values: str) -> list[str]:
+    return [f"{protocol.PREFIX}{key}={value}" for key, value in values.items()]
+
+
 def reboot_required(host: Host) -> bool:
     result = fresh_ssh(host, SYSTEM_LINKS_COMMAND)
     return result is not None and parse_system_links(result.stdout).reboot_required

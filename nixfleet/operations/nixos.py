@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from paramiko import SSHException
 from pyinfra import host
 from pyinfra.api import (
     FileUploadCommand,
@@ -28,7 +29,7 @@ from pyinfra.api import (
     operation,
 )
 from pyinfra.api.operation import OperationMeta
-from pyinfra.connectors.util import CommandOutput
+from pyinfra.connectors.util import CommandOutput, OutputLine
 
 from nixfleet import localbuild, safety
 from nixfleet.facts.deploy import DeployState, HostDeployState
@@ -86,8 +87,32 @@ class _KeepsOutput(StringCommand):
         return status, self.output
 
 
-def _command(arguments: Mapping[str, object]) -> _KeepsOutput:
-    return _KeepsOutput(*(QuoteString(a) for a in protocol.argv(arguments)))
+class _DeployStep(_KeepsOutput):
+    """deploy.sh's command. When it ends without a result (the connection dropped mid-switch,
+    or the step on the host was killed), the result comes from the host's journal of this
+    deploy over a fresh connection (safety.recover), waiting up to `wait` seconds for a step
+    that still runs."""
+
+    def __init__(self, arguments: Mapping[str, object], wait: float) -> None:
+        super().__init__(*(QuoteString(a) for a in protocol.argv(arguments)))
+        self.deploy_id = str(arguments["deploy_id"])
+        self.wait = wait
+
+    def execute(self, state: State, host: Host, connector_arguments: Any) -> Any:
+        try:
+            status, output = super().execute(state, host, connector_arguments)
+        except (OSError, SSHException, TimeoutError, EOFError):
+            status, output = False, CommandOutput([])
+        if "result" in protocol.values(output.stdout_lines):
+            return status, output
+        recovered = safety.recover(host, self.deploy_id, self.wait)
+        self.output = CommandOutput([*output.combined_lines,
+                                     *(OutputLine("stdout", line) for line in recovered)])
+        return Result(protocol.values(recovered)["result"]).ok, self.output
+
+
+def _command(arguments: Mapping[str, object], wait: float = 30) -> _DeployStep:
+    return _DeployStep(arguments, wait)
 
 
 @operation(is_idempotent=False)
@@ -107,6 +132,7 @@ def rebuild(
     nix_config: str = "",
     record: Record | None = None,
     known: DeployState | None = None,
+    strict_units: bool = False,
 ):
     """
     Send the flake (only the files that changed) and run ``nixos-rebuild ACTION`` semantics,
@@ -131,6 +157,8 @@ def rebuild(
     + record: called with a failure found on the deployer (a local build or copy)
     + known: the host's HostDeployState fact when the caller has just read it (one round trip
       fewer; deploy.sh checks it again under the lock, so a stale one changes nothing)
+    + strict_units: any failed unit after activation fails it (default: only units that were
+      not failed before; those that were are warnings)
 
     A host whose flake and system already are the deployed ones is a no-op (from facts): no
     command runs. The result is printed as protocol lines (nixfleet/remote/protocol.py).
@@ -170,16 +198,27 @@ def rebuild(
         "flake_ref": flake_ref, "want_hash": plan.want_hash, "prebuilt": prebuilt,
         "tarball": tarball, "deploy_id": deploy_id, "owner": owner, "lock_ttl": lock_ttl,
         "rollback": int(rollback), "watchdog": confirm_timeout if action.live else 0,
-        "health_timeout": health_timeout, "checks": protocol.command_checks(checks)})
+        "health_timeout": health_timeout, "checks": protocol.command_checks(checks),
+        "strict_units": int(strict_units)},
+        # A step cut off from the deployer finishes its activation and gate (or its watchdog
+        # reverts it): wait for that, then read its result.
+        wait=confirm_timeout + health_timeout + 30)
     yield deploy
     if confirm_timeout and action.live and rollback and record is not None:
         # The confirmation belongs to this operation, not one after it: pyinfra waits for
         # every host between operations, so the slowest host's build would run down this
         # host's watchdog.
-        values = protocol.values(deploy.output.stdout_lines if deploy.output else [])
-        health = protocol.shell_command(protocol.health_arguments(checks, health_timeout))
+        output = deploy.output.stdout_lines if deploy.output else []
+        values = protocol.values(output)
+        health = protocol.shell_command(protocol.health_arguments(
+            checks, health_timeout, failing_before(output), strict_units))
         yield _recorded(record, lambda host: safety.confirm(
             host, values, list(checks), confirm_timeout, health, deploy_id))
+
+
+def failing_before(output: Sequence[str]) -> list[str]:
+    """What deploy.sh found failing before the activation ("KIND NAME"), from its lines."""
+    return [value for key, value in protocol.lines(output) if key == "failing_before"]
 
 
 def failure_command(reason: str) -> StringCommand:
@@ -212,7 +251,7 @@ def _recorded(record: Record, step: Callable[[Host], StepOutcome | None]) -> Fun
 @operation(is_idempotent=False)
 def reboot(rebuilt: OperationMeta | None, deploy_id: str, owner: str, health_timeout: int,
            record: Record, checks: Sequence[HealthCheck] = (), only_if_required: bool = False,
-           rollback: bool = True):
+           rollback: bool = True, strict_units: bool = False):
     """
     Reboot into the new generation, wait for a new boot id, check that the new generation
     runs and passes the health gate; otherwise switch back to the previous generation.
@@ -220,11 +259,14 @@ def reboot(rebuilt: OperationMeta | None, deploy_id: str, owner: str, health_tim
     + rebuilt: the ``rebuild`` operation of this host (None: it had nothing to do)
     + only_if_required: reboot only when the kernel, initrd or kernel modules changed
     + record: called with what came of it
+    + strict_units: any failed unit fails the gate (default: not those failed before the deploy)
     """
-    health = protocol.shell_command(protocol.health_arguments(checks, health_timeout))
 
     def step(host: Host) -> StepOutcome | None:
-        values = protocol.values(rebuilt.stdout_lines) if rebuilt else {"result": "unchanged"}
+        output = rebuilt.stdout_lines if rebuilt else []
+        values = protocol.values(output) if rebuilt else {"result": "unchanged"}
+        health = protocol.shell_command(protocol.health_arguments(
+            checks, health_timeout, failing_before(output), strict_units))
         back = None
         if rollback and values.get("generation_before"):
             back = protocol.shell_command({

@@ -12,18 +12,22 @@
 #   keep_root=1      keep a GC root for a build that is not activated (build)
 #   watchdog=SECONDS arm a timer that returns to the previous system unless the deployer
 #                    confirms over a fresh SSH connection in time (0: none)
-# A failed activation or health gate rolls back at once (rollback=1).
+# A failed activation or health gate rolls back at once (rollback=1). What was failing before
+# the deploy (units, declared services, command checks) does not count against it, unless
+# strict_units=1 (then any failed unit after activation fails it).
+# Under the lock every protocol line also goes to $state_dir/result-<deploy id> (the journal),
+# so a deployer that lost its connection reads the real result over a new one.
 # mode=rollback: under the lock, switch to target_generation (default: the one before).
 # mode=health: the health gate alone (health.sh).
 set -uo pipefail
 mode=deploy flake_dir=- flake_ref=- hostname= want_hash=- tarball=- deploy_id= owner=
 lock_ttl=3600 target_generation= rollback=1 health_timeout=60 checks= prebuilt=
-build=0 set_profile=0 activate= live=0 keep_root=0 watchdog=0
+build=0 set_profile=0 activate= live=0 keep_root=0 watchdog=0 strict_units=0 failing_before=
 for argument in "$@"; do
   case "${argument%%=*}" in
     mode|flake_dir|flake_ref|hostname|want_hash|tarball|deploy_id|owner|lock_ttl|\
     target_generation|rollback|health_timeout|checks|prebuilt|build|set_profile|activate|\
-    live|keep_root|watchdog)
+    live|keep_root|watchdog|strict_units|failing_before)
       printf -v "${argument%%=*}" '%s' "${argument#*=}" ;;
     *) echo "nixfleet-deploy: unknown argument ${argument%%=*}" >&2; exit 2 ;;
   esac
@@ -38,7 +42,11 @@ manifest=.nixfleet-manifest     # the same listing, as the deployer wants it (in
 export NIX_CONFIG="experimental-features = nix-command flakes"
 export LC_ALL=C  # one sort order, the deployer's (code points)
 
-say() { printf 'NIXFLEET %s=%s\n' "$1" "$2"; }
+journal=  # set once this deploy holds the lock
+say() { # KEY VALUE: a protocol line, to the journal first (the connection may be gone)
+  [ -z "$journal" ] || printf 'NIXFLEET %s=%s\n' "$1" "$2" >> "$journal"
+  printf 'NIXFLEET %s=%s\n' "$1" "$2" 2>/dev/null
+}
 started=${EPOCHREALTIME//[!0-9]/} mark=${EPOCHREALTIME//[!0-9]/}
 elapsed() { # VARIABLE MICROSECONDS: "S.mmm" since then, without starting a process (on a busy
   # host, processes started per deploy add up)
@@ -53,6 +61,7 @@ phase() { # NAME: seconds since the last phase mark, for the benchmark's breakdo
 }
 generation() { readlink "$profile" 2>/dev/null | sed -n 's/^.*system-\([0-9]*\)-link$/\1/p'; }
 finish() { # RESULT REASON EXIT
+  trap '' PIPE  # decided: a deployer gone now changes nothing (the journal has it)
   print_difference
   say result "$1"
   say reason "$2"
@@ -88,7 +97,30 @@ take_lock() {
   flock -u 8
   exec 8<&-
   trap release_lock EXIT
-  trap 'exit 141' PIPE  # the deployer is gone: end (releasing the lock), do not go on
+  trap lost_deployer PIPE  # the deployer is gone: end (releasing the lock), do not go on
+  rm -f "$state_dir"/result-*  # the last deploy's journal (kept until now for status)
+  journal="$state_dir/result-$deploy_id"
+  : > "$journal"
+  exec 7> >(reap_holder)
+}
+lost_deployer() {
+  trap '' PIPE
+  say result failed
+  say reason "the deployer's connection was lost before activation; nothing was activated"
+  exit 141
+}
+reap_holder() { # a deploy step killed outright (SIGKILL runs no trap) leaves no holder behind:
+  # this reads the pipe on fd 7, whose write end only this deploy's processes hold, so it gets
+  # end of file when the last of them is gone (the lock is free then), and removes the holder
+  # if it is still this deploy's. It holds neither lock nor the connection.
+  trap '' HUP INT TERM PIPE
+  exec 6<&0 </dev/null >/dev/null 2>&1 7>&- 8<&- 9<&-
+  local _ id=
+  read -r _ <&6  # nothing is ever written: returns at end of file
+  exec 6<&- 8<"$run_dir"
+  flock 8
+  read -r _ id _ < "$run_dir/holder" 2>/dev/null
+  [ "$id" != "$deploy_id" ] || rm -f "$run_dir/holder"
 }
 release_lock() { # under the short lock, so that no contender finds the lock without its holder
   exec 8<"$run_dir"
@@ -214,9 +246,13 @@ heartbeat_until_done() { # PID: wait for it while a background heartbeat writes 
   # heartbeat ends this deploy at once (SIGPIPE), freeing the lock, instead of holding it until
   # the build is done. The heartbeat holds neither lock, and its sleep not the connection
   # (the deployer's SSH command would wait for it to end).
-  ( exec 8<&- 9<&-
+  ( exec 7>&- 8<&- 9<&-
     trap '' PIPE
-    while sleep 1 </dev/null >/dev/null 2>&1; do
+    # Ends with the deploy step, however it ends (a killed one must not keep the connection;
+    # not yet reaped, it is a zombie, which kill -0 still finds).
+    local state=
+    while sleep 1 </dev/null >/dev/null 2>&1 \
+        && read -r _ _ state _ < "/proc/$$/stat" 2>/dev/null && [ "$state" != Z ]; do
       echo 2>/dev/null || { kill -PIPE $$; exit; }
     done ) &
   local heartbeat=$! code=0
@@ -236,8 +272,8 @@ build_system() {
     # Bounded by lock_ttl: no deploy holds the host's lock longer than that building. The
     # build itself does not hold the lock (fd 9 closed), so when this deploy ends, so does it.
     # Its own output files: a build orphaned by a killed deploy cannot answer for this one.
-    ( exec 9<&-; exec timeout "$lock_ttl" nix build "$attr" --no-link --json ) \
-      >"$build_out" 2>"$build_log" &
+    ( exec 7>&- 9<&-; exec timeout "$lock_ttl" nix build "$attr" --no-link --json ) \
+      >"$build_out" 2>"$build_log" </dev/null &
     if ! heartbeat_until_done $!; then
       tail -n 20 "$build_log" >&2
       finish failed "build failed: $(tail -n 1 "$build_log")" 1
@@ -252,7 +288,8 @@ build_system() {
 show_difference() { # packages with versions (as nix store diff-closures shows), size delta;
   # in the background: activation need not wait for it (print_difference collects it)
   [ -n "$system_before" ] && [ "$toplevel" != "$system_before" ] || return 0
-  ( exec 8<&- 9<&-  # holds no lock
+  ( exec 7>&- 8<&- 9<&- 2>/dev/null  # holds no lock, nor the connection
+    journal=  # its lines reach the journal with print_difference, in their place
     nix store diff-closures "$system_before" "$toplevel" 2>/dev/null \
       | sed 's/\x1b\[[0-9;]*m//g' | while IFS= read -r line; do say diff "$line"; done
     nix path-info -S "$system_before" "$toplevel" 2>/dev/null \
@@ -266,7 +303,8 @@ print_difference() {
   [ -n "$difference_pid" ] || return 0
   wait "$difference_pid"
   difference_pid=
-  cat "$difference_out"
+  [ -z "$journal" ] || cat "$difference_out" >> "$journal"
+  cat "$difference_out" 2>/dev/null
 }
 
 remember() { printf '%s %s\n' "$want_hash" "$toplevel" > "$state_dir/last-deploy.new" \
@@ -288,36 +326,77 @@ arm_watchdog() { # returns to the system before unless the deployer stops the ti
   say watchdog "$watchdog_unit"
 }
 
+run_activation() { # TOPLEVEL ACTION: its switch-to-configuration. Its output goes to a file,
+  # then to the deployer: a switch that cuts the connection (it restarts the network or sshd)
+  # must not die writing to it.
+  local code
+  "$1/bin/switch-to-configuration" "$2" > "$state_dir/activation.log" 2>&1 </dev/null
+  code=$?
+  cat "$state_dir/activation.log" >&2 2>/dev/null
+  return "$code"
+}
+newly_failed_units() { # failed now and not before (every failed one with strict_units=1)
+  comm -13 <(sed -n 's/^unit //p' <<< "$([ "$strict_units" = 1 ] || echo "$failing_before")" | sort) \
+    <(failed_units) | grep -v '^$' | paste -sd, -
+}
+activation_failure() { # EXIT CODE: why activation failed, or nothing. Exit 4 means a unit is
+  # failed, any unit (as NixOS's switch-to-configuration says it): only a new one counts.
+  [ "$1" -eq 0 ] && return
+  local new_failed
+  new_failed=$(newly_failed_units)
+  [ "$1" -eq 4 ] && [ -z "$new_failed" ] && [ -n "$(failed_units)" ] && return
+  echo "switch-to-configuration $activate exited $1 (failed units: ${new_failed:-none})"
+}
+where_it_stands() { # what runs now and what boots next, after a rollback that failed
+  local running now=another system next
+  running=$(readlink -f "$current_system" 2>/dev/null)
+  [ "$running" != "$toplevel" ] || now="the new system"
+  [ "$running" != "$system_before" ] || now="the system from before this deploy"
+  next=$(sed -n 's/^default[[:space:]]*nixos-generation-\([0-9]*\).*/\1/p' \
+    "${NIXFLEET_BOOT_DIR:-/boot}/loader/loader.conf" 2>/dev/null)
+  echo "it runs $now; it boots generation ${next:-$(generation)} next"
+}
+
 roll_back_now() { # REASON: back to the system that ran before this deploy, gate again
   [ -n "$watchdog_unit" ] && systemctl stop "$watchdog_unit.timer" 2>/dev/null
   [ "$rollback" = 1 ] && [ -n "$system_before" ] || finish failed "$1" 1
-  [ "$set_profile" = 1 ] && nix-env -p "$profile" --switch-generation "$generation_before" >/dev/null 2>&1
-  if [ "$set_profile" = 1 ] && [ "$live" = 0 ]; then  # boot: the old default, in the bootloader too
-    "$(readlink -f "$profile")/bin/switch-to-configuration" boot >&2
+  local broken= code
+  if [ "$set_profile" = 1 ] \
+      && ! nix-env -p "$profile" --switch-generation "$generation_before" >/dev/null 2>&1; then
+    broken="nix-env --switch-generation $generation_before failed"
   fi
-  if [ "$live" = 1 ]; then
-    "$system_before/bin/switch-to-configuration" "$activate" >&2
-    if gate; then say regate passed; else say regate "failed: $gate_failure"; fi
+  if [ -z "$broken" ] && [ "$set_profile" = 1 ] && [ "$live" = 0 ]; then
+    # boot: the old default, in the bootloader too
+    run_activation "$(readlink -f "$profile")" boot \
+      || broken="switch-to-configuration boot of generation $generation_before exited $?"
   fi
+  if [ -z "$broken" ] && [ "$live" = 1 ]; then
+    run_activation "$system_before" "$activate"
+    code=$?
+    broken=$(activation_failure "$code")
+    [ -n "$broken" ] || { if gate; then say regate passed; else say regate "failed: $gate_failure"; fi; }
+  fi
+  [ -z "$broken" ] || finish rollback-failed "$1; the rollback failed too: $broken; $(where_it_stands)" 2
   finish rolled-back "$1" 1
 }
 
 activate_system() {
   [ "$set_profile" = 1 ] && { nix-env -p "$profile" --set "$toplevel" >/dev/null 2>&1 \
     || finish failed "nix-env --set on the system profile failed" 1; }
-  [ "$live" = 1 ] && record_failed_units  # what failed before does not count against it
+  record_baseline  # what failed before does not count against it (here, or after a reboot)
+  # From here the activation, the gate and any rollback finish whatever happens to the
+  # connection; the watchdog decides a host the deployer cannot reach again.
+  trap '' HUP PIPE
   arm_watchdog
-  "$toplevel/bin/switch-to-configuration" "$activate" >&2
-  local code=$?
+  run_activation "$toplevel" "$activate"
+  local code=$? failure
   phase activate
-  if [ $code -ne 0 ]; then
-    local failed_units
-    failed_units=$(systemctl list-units --failed --plain --no-legend 2>/dev/null | awk '{print $1}' | paste -sd, -)
-    roll_back_now "switch-to-configuration $activate exited $code (failed units: ${failed_units:-none})"
-  fi
+  failure=$(activation_failure "$code")
+  [ -z "$failure" ] || roll_back_now "$failure"
   if [ "$live" = 1 ]; then
     gate || roll_back_now "health check failed: $gate_failure"
     phase gate
+    say_unjudged
   fi
 }
 
@@ -332,14 +411,16 @@ roll_back_to_generation() {
     || finish failed "no generation ${target_generation:-before $current} to roll back to" 1
   nix-env -p "$profile" --switch-generation "$target_generation" >/dev/null 2>&1 \
     || finish failed "nix-env --switch-generation $target_generation failed" 1
-  "$(readlink -f "$link")/bin/switch-to-configuration" switch >&2 \
-    || finish failed "switch-to-configuration failed with exit $? on generation $target_generation" 1
+  failing_before=$(failed_units | sed 's/^/unit /') activate=switch
+  run_activation "$(readlink -f "$link")" switch
+  local failure; failure=$(activation_failure $?)
+  [ -z "$failure" ] || finish failed "$failure on generation $target_generation" 1
   finish changed "rolled back to generation $target_generation" 0
 }
 
 # --- main -------------------------------------------------------------------------------------
 if [ "$mode" = health ]; then
-  if gate; then say gate passed; exit 0; fi
+  if gate; then say gate passed; say_unjudged; exit 0; fi
   say gate failed
   say reason "health check failed: $gate_failure"
   exit 1

@@ -2,7 +2,8 @@
 health.sh) on a host, and the `NIXFLEET key=value` lines it prints.
 
 Keys (one line each unless marked repeated):
-  result              a Result: changed, unchanged, built, failed, rolled-back, locked
+  result              a Result: changed, unchanged, built, failed, rolled-back,
+                      rollback-failed, locked
   reason              one line for the summary
   generation_before   the system profile's generation number before, and after
   generation_after
@@ -19,6 +20,9 @@ Keys (one line each unless marked repeated):
   would (repeated)    a line of `switch-to-configuration dry-activate`
   watchdog            the transient unit that reverts an unconfirmed switch or test
   regate              passed | failed: REASON, the gate on the previous system after a rollback
+  failing_before (repeated)  "unit NAME", "service NAME", "check NAME": failing before the
+                      activation, so they do not judge it (a later health gate takes them)
+  warning (repeated)  one line: something that did not judge the deploy (failing before and after)
   gate                passed | failed (mode=health)
   phase_NAME          seconds spent in NAME: lock, flake, build, activate, gate
   duration            seconds on the host
@@ -64,8 +68,14 @@ def shell_command(arguments: Mapping[str, object]) -> str:
     return shlex.join(argv(arguments))
 
 
-def health_arguments(checks: Iterable[HealthCheck], health_timeout: int) -> dict[str, object]:
-    return {"mode": "health", "checks": command_checks(checks), "health_timeout": health_timeout}
+def health_arguments(checks: Iterable[HealthCheck], health_timeout: int,
+                     failing_before: Iterable[str] = (), strict_units: bool = False,
+                     ) -> dict[str, object]:
+    """The health gate alone; `failing_before` ("KIND NAME", from the deploy's baseline) does
+    not judge it."""
+    return {"mode": "health", "checks": command_checks(checks), "health_timeout": health_timeout,
+            "failing_before": "\n".join(failing_before) or None,
+            "strict_units": int(strict_units)}
 
 
 def lines(output: Iterable[str]) -> Iterator[tuple[str, str]]:
@@ -92,7 +102,7 @@ def _float(value: str) -> float | None:
         return None
 
 
-REPEATED = ("diff", "would", "drift")
+REPEATED = ("diff", "would", "drift", "failing_before")
 INTEGERS = ("generation_before", "generation_after", "closure_before", "closure_after")
 
 
@@ -103,6 +113,8 @@ def parse(host: str, action: Action, output: Sequence[str]) -> HostOutcome:
     for key, value in lines(output):
         if key in REPEATED:
             getattr(outcome, key).append(value)
+        elif key == "warning":
+            outcome.warnings.append(value)
         elif key.startswith("phase_"):
             seconds = _float(value)
             if seconds is not None:

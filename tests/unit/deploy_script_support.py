@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import itertools
 import os
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping
@@ -108,7 +109,8 @@ echo "nix-store $*" >> "$T/calls.log"
 SWITCH_TO_CONFIGURATION = r"""
 echo "$NAME $1" >> "$T/activations.log"
 case "$1" in
-  switch|test) ln -sfn "$SELF" "$CURRENT" ;;
+  switch|test) ln -sfn "$SELF" "$CURRENT"
+    [ -z "$FAILS" ] || echo "$FAILS loaded failed failed stand-in" >> "$T/failed-units" ;;
   dry-activate) printf '%s\n' "${WOULD[@]}" ;;
 esac
 exit "$CODE"
@@ -181,10 +183,10 @@ class Host:
 
     # --- the host's systems -----------------------------------------------------------------
     def system(self, name: str, code: int = 0, healthy: bool = False,
-               size: int = 1048576) -> Path:
+               size: int = 1048576, fails: str = "") -> Path:
         """A fake toplevel store path: bin/switch-to-configuration records the action, makes
-        itself the current system on switch/test and exits `code`; `healthy` gives it the
-        file that `healthy_check` looks for."""
+        itself the current system on switch/test (where the unit `fails` then is failed) and
+        exits `code`; `healthy` gives it the file that `healthy_check` looks for."""
         path = self.store / f"system-{name}"
         (path / "bin").mkdir(parents=True)
         (path / "closure-size").write_text(str(size))
@@ -193,8 +195,18 @@ class Host:
         would = "WOULD=(" + " ".join(shlex.quote(line) for line in WOULD) + ")\n"
         _script(path / "bin" / "switch-to-configuration", would + SWITCH_TO_CONFIGURATION,
                 T=str(self.root), NAME=f"system-{name}", SELF=str(path),
-                CURRENT=str(self.current), CODE=str(code))
+                CURRENT=str(self.current), CODE=str(code), FAILS=fails)
         return path
+
+    def activation_exits(self, system: Path, code: int) -> None:
+        """From now on `system`'s switch-to-configuration exits `code`."""
+        script = system / "bin" / "switch-to-configuration"
+        script.write_text(re.sub(r"^CODE=.*$", f"CODE={code}", script.read_text(), flags=re.M))
+
+    def units_failed(self, *units: str) -> None:
+        """These units are failed now (systemctl list-units --failed lists them)."""
+        (self.root / "failed-units").write_text(
+            "".join(f"{unit} loaded failed failed stand-in\n" for unit in units))
 
     def builds(self, toplevel: Path) -> Path:
         """`nix build` prints this toplevel from now on."""

@@ -468,6 +468,132 @@ def test_a_failed_activation_rolls_back_at_once(host: Host, action: Action):
     assert not (host.state / "last-deploy").exists()
 
 
+# --- what was failing before the deploy does not judge it ---------------------------------
+
+
+def test_a_unit_failed_before_the_switch_is_a_warning_not_a_failure(host: Host):
+    # As NixOS's switch-to-configuration: exit 4 because a unit is failed, one that was failed
+    # already (thermald on an AMD host).
+    host.units_failed("thermald.service")
+    host.builds(host.system("b2", code=4))
+    run = host.deploy(Action.SWITCH, FILES, checks=host.healthy_check().replace(
+        str(host.current), str(host.store / "system-a")), watchdog=30)
+    out = run.outcome
+    assert (run.returncode, out.result, out.reason) == (0, Result.CHANGED, "switch done")
+    assert out.warnings == ["unit thermald.service was failing before this deploy and still "
+                            "is: it does not judge this deploy"]
+    assert out.failing_before == ["unit thermald.service"]
+    assert host.current_system() == store(host, "b2") and host.generation() == 2
+
+
+def test_with_strict_units_a_unit_failed_before_fails_the_switch(host: Host):
+    host.units_failed("thermald.service")
+    host.builds(host.system("b2", code=4))
+    run = host.deploy(Action.SWITCH, FILES, strict_units=1)
+    assert (run.returncode, run.outcome.result) == (1, Result.ROLLED_BACK)
+    assert run.outcome.reason == \
+        "switch-to-configuration switch exited 4 (failed units: thermald.service)"
+    assert host.generation() == 1
+
+
+def test_a_unit_that_newly_fails_still_rolls_back(host: Host):
+    host.units_failed("thermald.service")
+    host.builds(host.system("broken", code=4, fails="broken.service"))
+    run = host.deploy(Action.SWITCH, FILES)
+    assert (run.returncode, run.outcome.result) == (1, Result.ROLLED_BACK)
+    assert run.outcome.reason == \
+        "switch-to-configuration switch exited 4 (failed units: broken.service)"
+    assert host.current_system() == store(host, "a")
+
+
+def test_a_check_failing_before_and_after_does_not_roll_back(host: Host):
+    checks = f"backup-disk\t1\ttest -e {host.root}/mounted\n"
+    run = host.deploy(Action.SWITCH, FILES, checks=checks)
+    out = run.outcome
+    assert (run.returncode, out.result) == (0, Result.CHANGED)
+    assert out.warnings == ["check backup-disk was failing before this deploy and still is: "
+                            "it does not judge this deploy"]
+    assert host.current_system() == store(host, "b")
+
+
+def test_a_check_that_passed_before_and_fails_after_rolls_back(host: Host):
+    run = host.deploy(Action.SWITCH, FILES, checks=host.healthy_check())
+    assert run.outcome.result == Result.ROLLED_BACK and run.outcome.warnings == []
+
+
+def test_a_check_whose_command_is_gone_is_named_broken(host: Host):
+    # The check's program came with the old system; the new one does not have it.
+    probe = store(host, "a") / "bin" / "probe"
+    probe.write_text("#!/bin/sh\nexit 0\n")
+    probe.chmod(0o755)
+    run = host.deploy(Action.SWITCH, FILES, checks=f"probe\t1\t{host.current}/bin/probe\n")
+    assert run.outcome.result == Result.ROLLED_BACK
+    assert run.outcome.reason == ("health check failed: check probe is broken: its command "
+                                  "was not found or cannot run")
+
+
+def test_a_rollback_that_fails_is_its_own_result(host: Host):
+    host.builds(host.system("broken", code=4, fails="broken.service"))
+    host.activation_exits(store(host, "a"), 1)  # say ENOSPC writing the boot loader
+    run = host.deploy(Action.SWITCH, FILES)
+    out = run.outcome
+    assert (run.returncode, out.result) == (2, Result.ROLLBACK_FAILED)
+    assert out.reason == (
+        "switch-to-configuration switch exited 4 (failed units: broken.service); the rollback "
+        "failed too: switch-to-configuration switch exited 1 (failed units: broken.service); "
+        "it runs the system from before this deploy; it boots generation 1 next")
+    assert "regate" not in run.values
+
+
+# --- the journal, a lost connection, a killed step ------------------------------------------
+
+
+def test_every_protocol_line_also_goes_to_the_journal(host: Host):
+    first = host.deploy(Action.SWITCH, FILES)
+    journal = host.state / f"result-{first.deploy_id}"
+    assert journal.read_text().splitlines() == [
+        line for line in first.stdout.splitlines() if line.startswith(protocol.PREFIX)]
+    second = host.deploy(Action.SWITCH, NEWER)  # the last deploy's journal only
+    assert sorted(p.name for p in host.state.glob("result-*")) == \
+        [f"result-{second.deploy_id}"]
+
+
+def test_a_killed_deploy_step_closes_its_output_and_leaves_no_holder(host: Host):
+    host.build_takes(30)
+    arguments = host.arguments(Action.SWITCH, FILES)
+    process = subprocess.Popen(protocol.argv(arguments), env=host.env(), text=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (host.run / "holder").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (host.run / "holder").exists()
+        time.sleep(0.5)  # the build has started
+        process.kill()  # SIGKILL: no trap of deploy.sh runs
+        started = time.monotonic()
+        assert process.stdout is not None
+        process.stdout.read()  # end of file: nothing of the step holds its output any more
+        assert time.monotonic() - started < 3
+        deadline = time.monotonic() + 3
+        while (host.run / "holder").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (host.run / "holder").exists()
+    finally:
+        host.release_builds()
+        process.wait()
+    journal = (host.state / f"result-{arguments['deploy_id']}").read_text()
+    assert "NIXFLEET result=" not in journal and "NIXFLEET phase_flake=" in journal
+    wait_for_lock(host)
+    assert host.deploy(Action.SWITCH, FILES).outcome.result == Result.CHANGED
+
+
+def wait_for_lock(host: Host) -> None:
+    deadline = time.monotonic() + 10
+    while not lock_is_free(host.state) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_a_failed_boot_activation_rolls_the_profile_back(host: Host):
     host.builds(host.system("broken", code=4))
     run = host.deploy(Action.BOOT, FILES)

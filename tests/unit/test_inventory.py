@@ -82,9 +82,12 @@ def test_limit_selects_with_pyinfra_rules(root):
     assert fleet.select(["amd"]) == ["p620"]
     assert fleet.select(["p*"]) == ["p620", "p510"]
     assert fleet.select([]) == list(fleet.hosts)
-    with pytest.raises(InventoryError, match=r"--limit 'nvidai' matches no host or group; "
-                       r"hosts: p620, razer, p510, dex5550; groups: amd"):
+    with pytest.raises(InventoryError, match=r"--limit 'nvidai' matches no host or group "
+                       r"\(did you mean 'nvidia'\?\); hosts: p620, razer, p510, dex5550; "
+                       r"groups: amd"):
         fleet.select(["nvidai"])
+    with pytest.raises(InventoryError, match=r"--limit 'zzz' matches no host or group; hosts"):
+        fleet.select(["zzz"])  # nothing close: no guess
 
 
 PICK_WITH_PYINFRA = """
@@ -120,8 +123,9 @@ def test_pyinfra_debug_inventory_lists_the_four_hosts(root):
 def test_pyinfra_limit_typo_fails_loudly(root):
     result = run_pyinfra("inventory.py", "debug-inventory", "--limit", "nvidai", cwd=root)
     assert result.returncode != 0
-    assert "--limit 'nvidai' matches no host or group" in result.stderr
-    assert "hosts: p620, razer, p510, dex5550" in result.stderr
+    assert ("--limit 'nvidai' matches no host or group (did you mean 'nvidia'?); hosts: p620, "
+            "razer, p510, dex5550; groups: amd, ") in result.stderr
+    assert "pyinfra error in inventory.py line " in result.stderr  # the user's file
     result = run_pyinfra("inventory.py", "debug-inventory", "--limit=nvidai", cwd=root)
     assert result.returncode != 0
 
@@ -292,7 +296,12 @@ def test_bad_inventory_under_pyinfra_is_one_line(root, tmp_path):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1
-    assert "host razer: features.monitoring.mdoe: unknown field" in errors[0]
+    # Named after the user's inventory.py and its call of nixfleet_inventory, not nixfleet's code.
+    call = next(number for number, line in enumerate(text.splitlines(), 1)
+                if "= nixfleet_inventory(" in line)
+    assert errors[0].endswith(f"pyinfra error in inventory.py line {call}: host razer: "
+                              "features.monitoring.mdoe: unknown field (did you mean 'mode'?); "
+                              "known: enable, features, mode, serverHost"), errors[0]
 
 
 def test_unknown_target_is_refused(root):

@@ -251,7 +251,8 @@ def test_limit_selects_hosts_and_a_bad_limit_is_the_standard_error(fake, capsys)
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
-        "nixfleet: error: --limit 'razr' matches no host or group; hosts: p620, razer, p510, "
+        "nixfleet: error: --limit 'razr' matches no host or group (did you mean 'razer'?); "
+        "hosts: p620, razer, p510, "
         "dex5550; groups: amd, intel, laptops, monitoring_clients, monitoring_server, nvidia, "
         "ollama, servers, sff, workstations\n")
 

@@ -5,7 +5,8 @@ Real NixOS builds this program into every system toplevel; the lab cannot build 
 (no nixpkgs), so each lab toplevel's bin/switch-to-configuration calls this file with its own
 store path. It keeps the real semantics that deploys rely on:
   switch / test    install the generation's units, reload systemd, stop removed units,
-                   restart changed ones, start new ones; exit 4 if a unit failed to start
+                   restart changed ones, start new ones; exit 4 if any unit of the host is
+                   failed afterwards (also one that had failed before: NixOS's does the same)
   boot             make the generation the boot default (the profile is already set)
   dry-activate     print what switch would stop, restart and start; change nothing
   --boot           (lab only) what NixOS stage 2 does at boot: build generation 1 on first
@@ -121,22 +122,18 @@ def activate(toplevel, at_boot=False):
         systemctl("restart", *restart)
     if start + keep:
         systemctl("start", *(start + keep))
-    failed = failed_units(new)
+    failed = failed_units()
     if failed:
-        log(f"warning: the following units failed: {', '.join(sorted(failed))}")
+        log(f"warning: the following units failed: {', '.join(failed)}")
         return 4
     return status
 
 
-def failed_units(units):
-    """Which of these units are failed (or did not come up), from one systemctl call."""
-    if not units:
-        return []
-    units = list(units)
-    states = systemctl("is-active", *units).stdout.split()
-    states += ["unknown"] * (len(units) - len(states))
-    ok = ("active", "activating", "reloading")
-    return [u for u, state in zip(units, states, strict=True) if state not in ok]
+def failed_units():
+    """Every unit of the host that is failed now, this generation's or not (NixOS's
+    switch-to-configuration lists them all and exits 4 for any, also one failed before)."""
+    listed = systemctl("list-units", "--failed", "--plain", "--no-legend").stdout
+    return sorted(line.split()[0] for line in listed.splitlines() if line.strip())
 
 
 def activation_script(toplevel):
