@@ -49,3 +49,13 @@ def test_scripts_test_stays_what_ci_run_calls():
     assert os.access(ROOT / "scripts" / "test", os.X_OK)
     assert os.access(ROOT / "scripts" / "ci", os.X_OK)
     assert Path(ROOT / "scripts" / "ci").read_text().count("scripts/setup") >= 1
+
+
+def test_the_package_license_is_an_spdx_string_that_setuptools_takes_without_a_warning():
+    """scripts/setup's install printed setuptools' deprecation of `project.license` as a
+    table; the SPDX string form needs setuptools 77 (PEP 639)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert project["build-system"]["requires"] == ["setuptools>=77"]
