@@ -71,7 +71,7 @@ class DeployRun:
         self.state = state
         self.plans: dict[str, HostPlan] = {}
         self.verification: Verification | None = None
-        state.add_callback_handler(_AfterTheLastOperation(self.verify))
+        state.add_callback_handler(_AfterTheLastOperation(self.settle))
 
     def record(self, host_name: str, step: StepOutcome) -> None:
         self.plans[host_name].steps.append(step)
@@ -89,11 +89,31 @@ class DeployRun:
         else:
             outcome = HostOutcome(name, plan.action, Result.FAILED,
                                   "not run (the host failed earlier; see above)")
+        if outcome.result is Result.LOCKED:
+            # Locked out before it read anything: the plan's fact read the generation, which
+            # this deploy did not change.
+            outcome.generation_before = outcome.generation_after = plan.preview.generation_before
         for step in plan.steps:
             outcome.after(step)
         if self.verification is not None:
             outcome.verification = self.verification.hosts.get(name)
         return outcome
+
+    def settle(self) -> None:
+        """After the last operation: the hosts that found another deploy's lock, then the
+        verification."""
+        self.fail_locked_out()
+        self.verify()
+
+    def fail_locked_out(self) -> None:
+        """A host whose lock another deploy holds is one line naming the holder, and one of
+        pyinfra's failed hosts (its deploy step exits EXIT_LOCKED, which pyinfra takes as
+        success: else it prints the protocol lines, "executed 0 commands" and, when it was
+        the only host, "No hosts remaining!")."""
+        locked = {o.host: o.reason for o in self.outcomes() if o.result is Result.LOCKED}
+        for name, reason in locked.items():
+            print(f"nixfleet: {name}: {reason}", file=sys.stderr, flush=True)
+        self.state.failed_hosts.update(h for h in self.state.inventory if h.name in locked)
 
     def verify(self) -> None:
         """Verify the hosts this run changed (where their plan asks for it); a host whose
@@ -125,7 +145,13 @@ class DeployRun:
             if failed.name not in self.plans:
                 results.append(HostOutcome(failed.name, None, Result.UNREACHABLE,
                                            "could not connect (see above)"))
-        return results
+        return self.in_inventory_order(results)
+
+    def in_inventory_order(self, results: list[HostOutcome]) -> list[HostOutcome]:
+        """The hosts as the inventory lists them (plans are made in the order their facts
+        came back, which differs from run to run)."""
+        order = {h.name: i for i, h in enumerate(self.state.inventory)}
+        return sorted(results, key=lambda r: order.get(r.host, len(order)))
 
     def finish(self) -> None:
         """At the end of pyinfra's run: the summary, or what would have happened (--dry), or
@@ -148,11 +174,15 @@ class DeployRun:
                 sys.stdout.flush()
                 os._exit(1)
         elif "--dry" in sys.argv:
-            self.print_summary([p.preview for p in self.plans.values()],
-                               "nixfleet deploy --dry: what would happen (nothing was changed)",
-                               write=False)
+            previews = self.in_inventory_order([p.preview for p in self.plans.values()])
+            self.print_summary(previews, "nixfleet deploy --dry: what would happen (nothing "
+                               "was changed)", write=False)
         else:
+            # Declined, or no terminal to confirm on: one line, and exit 1 either way (pyinfra
+            # would exit 0, a deploy that did not happen).
             print("nixfleet: nothing was deployed", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(1)
 
     def host_lines(self, results: list[HostOutcome]) -> list[str]:
         """What the table has no room for, one line each: closure differences, what would
@@ -241,7 +271,25 @@ def current_run() -> DeployRun:
     if state not in _RUNS:
         _RUNS[state] = run = DeployRun(state)
         atexit.register(run.finish)
+        cli = sys.modules.get("pyinfra_cli.cli")
+        if cli is not None:  # pyinfra's CLI asks before it executes (without -y)
+            cli._do_confirm = confirm  # type: ignore[attr-defined]
     return _RUNS[state]
+
+
+def confirm(message: str) -> bool:
+    """pyinfra's confirmation, with one rule: only Enter typed on a terminal goes on. Without
+    a terminal (stdin from a file, a pipe or /dev/null) nothing is asked and nothing deployed;
+    any other answer, or the end of input, declines (pyinfra's own prompt deployed on an Enter
+    piped in, and crashed on end of input)."""
+    if sys.stdin is None or not sys.stdin.isatty():
+        return False
+    print(f"\n    {message}\n    Press enter to execute...", end="", file=sys.stderr,
+          flush=True)
+    try:
+        return input() == ""
+    except EOFError:
+        return False
 
 
 @cache
@@ -316,6 +364,7 @@ def deploy(action: Action | str) -> None:
         build_on=settings["buildOn"],
         nix_config=target.nix_config(),
         known=state,
+        _success_exit_codes=[0, protocol.EXIT_LOCKED],  # locked out: fail_locked_out says so
         **safety,
     )
     verify = settings["verify"] and not _flag(host.data.get("no_verify")) and (
@@ -333,7 +382,8 @@ def rollback(generation: int | None = None) -> None:
     """Queue this host's rollback to the previous (or the given) generation."""
     run = current_run()
     meta = nixos.rollback(name="nixos-rebuild switch --rollback", deploy_id=run.deploy_id,
-                          owner=run.owner, generation=generation)
+                          owner=run.owner, generation=generation,
+                          _success_exit_codes=[0, protocol.EXIT_LOCKED])
     run.plans[host.name] = HostPlan(Action.ROLLBACK, meta, HostOutcome(
         host.name, Action.ROLLBACK, Result.WOULD_CHANGE,
         f"would switch to generation {generation or 'before the current one'}"))

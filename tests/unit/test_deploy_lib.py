@@ -318,9 +318,77 @@ def test_a_dry_run_shows_what_would_happen_and_writes_nothing(tmp_path, monkeypa
     assert "summary:" not in out and not (tmp_path / ".deploy-logs").exists()
 
 
-def test_a_declined_deploy_says_nothing_was_deployed(tmp_path, monkeypatch, capsys):
+def test_a_declined_deploy_says_nothing_was_deployed_and_exits_1(tmp_path, monkeypatch, capsys):
     run = _run(tmp_path, monkeypatch, "Prepare")
     monkeypatch.setattr("sys.argv", ["pyinfra", "inventory.py", "deploys/switch.py"])
+    exits: list[int] = []
+    monkeypatch.setattr("os._exit", exits.append)
     run.finish()
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == "nixfleet: nothing was deployed\n"
+    assert exits == [1]
+
+
+class _Terminal(io.StringIO):
+    def __init__(self, typed: str, terminal: bool) -> None:
+        super().__init__(typed)
+        self.terminal = terminal
+
+    def isatty(self) -> bool:
+        return self.terminal
+
+
+@pytest.mark.parametrize(("typed", "terminal", "goes_on"), [
+    ("\n", True, True),  # Enter on a terminal: the only way on
+    ("n\n", True, False), ("y\n", True, False), ("", True, False),  # end of input: Ctrl-D
+    ("\n", False, False), ("", False, False),  # no terminal: an Enter piped in, /dev/null
+])
+def test_only_enter_typed_on_a_terminal_confirms_a_deploy(monkeypatch, typed, terminal,
+                                                          goes_on):
+    from nixfleet.deploy import confirm
+
+    monkeypatch.setattr("sys.stdin", _Terminal(typed, terminal))
+    assert confirm("Detected changes displayed above, skip this step with -y") is goes_on
+
+
+def test_the_summary_lists_hosts_in_inventory_order(tmp_path, monkeypatch, capsys):
+    """Plans are made as the hosts' facts come back (razer, p620, dex5550 here; p510 failed
+    to connect): the summary and summary.json follow the inventory."""
+    from pyinfra.api.state import StateStage
+
+    run = _run(tmp_path, monkeypatch, "Disconnect")
+    run.finish()
+    rows = json.loads((tmp_path / ".deploy-logs" / run.deploy_id / "summary.json").read_text())
+    assert [r["host"] for r in rows] == ["p620", "razer", "p510", "dex5550"]
+    out = capsys.readouterr().out
+    assert [out.index(f"│ {h} ") for h in ("p620", "razer", "p510", "dex5550")] == sorted(
+        out.index(f"│ {h} ") for h in ("p620", "razer", "p510", "dex5550"))
+    monkeypatch.setattr("sys.argv", ["pyinfra", "inventory.py", "deploys/switch.py", "--dry"])
+    run.state.current_stage = StateStage.Prepare  # not executed: --dry's table of previews
+    run.finish()
+    out = capsys.readouterr().out
+    assert "what would happen" in out and out.index("│ p620 ") < out.index("│ razer ")
+
+
+def test_a_locked_out_host_is_one_line_naming_the_holder_and_fails(tmp_path, monkeypatch,
+                                                                   capsys):
+    """deploy.sh exits EXIT_LOCKED with its lines (pyinfra takes that exit as success, so it
+    prints none of them): the host is one stderr line, one of pyinfra's failed hosts, and its
+    row keeps the generation the plan's fact read."""
+    from nixfleet.deploy import HostPlan
+    from nixfleet.outcome import HostOutcome
+
+    run = _run(tmp_path, monkeypatch, "Disconnect")
+    reason = "locked by bob@desk (deploy 20261207-101010-7) since 2026-12-07 10:10:10 UTC"
+    run.plans["dex5550"] = HostPlan(Action.SWITCH, _Operation([  # type: ignore[arg-type]
+        "NIXFLEET result=locked", f"NIXFLEET reason={reason}"]), HostOutcome(
+        "dex5550", Action.SWITCH, Result.WOULD_CHANGE, "would build, switch",
+        generation_before=12))
+    run.settle()  # what the callback does after the last operation
+    assert capsys.readouterr().err == f"nixfleet: dex5550: {reason}\n"
+    assert {h.name for h in run.state.failed_hosts} == {"p510", "dex5550"}
+    run.finish()
+    rows = {r["host"]: r for r in json.loads(
+        (tmp_path / ".deploy-logs" / run.deploy_id / "summary.json").read_text())}
+    assert (rows["dex5550"]["result"], rows["dex5550"]["reason"]) == ("locked", reason)
+    assert (rows["dex5550"]["generation_before"], rows["dex5550"]["generation_after"]) == (12, 12)
