@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -112,14 +113,22 @@ def test_dry_run_changes_nothing_and_says_what_would_happen(changed_repo):
     assert {h: (generation(h), current_system(h)) for h in HOSTS} == before
 
 
-def test_declining_the_confirmation_deploys_nothing_and_says_so(changed_repo):
-    before = {h: generation(h) for h in HOSTS}
+@pytest.mark.parametrize("typed", [None, "\n", "n\n"], ids=["dev-null", "enter", "n"])
+def test_declining_the_confirmation_deploys_nothing_and_says_so(changed_repo, typed):
+    """Without a terminal nothing is deployed, whatever stdin holds (/dev/null, an Enter piped
+    in, "n"): one line, exit 1, no traceback. A push would rewrite dex5550's flake."""
+    record = "cat /var/lib/nixfleet/flake.sha256 2>/dev/null; true"
+    before = on("dex5550", record).stdout
     result = subprocess.run(
-        [PYINFRA, "inventory.py", str(ROOT / "deploys" / "switch.py")], stdin=subprocess.DEVNULL,
-        cwd=changed_repo, capture_output=True, text=True, timeout=300, env=lab_env(changed_repo))
-    assert "nixfleet: nothing was deployed" in result.stderr
-    assert "failed" not in result.stdout and "summary:" not in result.stdout
-    assert {h: generation(h) for h in HOSTS} == before
+        [PYINFRA, "inventory.py", str(ROOT / "deploys" / "push.py"), "--limit", "dex5550"],
+        input=typed, stdin=subprocess.DEVNULL if typed is None else None, cwd=changed_repo,
+        capture_output=True, text=True, timeout=300, env=lab_env(changed_repo))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.endswith("nixfleet: nothing was deployed\n"), result.stderr[-2000:]
+    assert "exception" not in result.stderr and "bug report" not in result.stderr
+    assert "Beginning operation run" not in result.stderr
+    assert result.stdout == ""
+    assert on("dex5550", record).stdout == before
 
 
 def test_a_change_switches_only_that_host_and_shows_the_closure_difference(changed_repo):
@@ -217,6 +226,32 @@ def copy_of_the_configuration(directory: Path) -> Path:
 
 def lock_free(host: str) -> bool:
     return on(host, "flock -n /var/lib/nixfleet true", check=False).returncode == 0
+
+
+def test_a_deploy_that_finds_the_lock_held_is_one_line_naming_the_holder():
+    """Another deploy holds dex5550's lock (flock on /var/lib/nixfleet, described in
+    /run/nixfleet/holder): the deploy prints one line naming it and its summary, nothing of
+    the protocol or pyinfra's errors; the row has the generation the deploy read; exit 1."""
+    hold = ("mkdir -p /run/nixfleet /var/lib/nixfleet; exec 9</var/lib/nixfleet; flock 9; "
+            "echo \"$(date +%s) 20261207-101010-7 bob@desk\" > /run/nixfleet/holder; sleep 120")
+    on("dex5550", f"systemd-run --unit=nixfleet-test-holder bash -c {shlex.quote(hold)}")
+    try:
+        wait_until(lambda: on("dex5550", "test -s /run/nixfleet/holder", check=False)
+                   .returncode == 0, 10, "the holder")
+        result, summary = deploy(ROOT, "build", "--limit", "dex5550")
+    finally:
+        on("dex5550", "systemctl stop nixfleet-test-holder; rm -f /run/nixfleet/holder")
+    reason = summary["dex5550"]["reason"]
+    assert re.fullmatch(r"locked by bob@desk \(deploy 20261207-101010-7\) since "
+                        r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", reason), reason
+    assert summary["dex5550"]["result"] == "locked"
+    assert summary["dex5550"]["generation_before"] == summary["dex5550"]["generation_after"] \
+        == generation("dex5550")
+    said = [line for line in result.stderr.splitlines() if "locked" in line]
+    assert said == [f"nixfleet: dex5550: {reason}"], result.stderr
+    for noise in ("NIXFLEET ", "executed 0 commands", "No hosts remaining", "Error:"):
+        assert noise not in result.stderr + result.stdout, noise
+    assert result.returncode == 1
 
 
 def test_eight_deploys_at_once_one_runs_and_seven_are_locked_out(tmp_path):
