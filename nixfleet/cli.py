@@ -1,8 +1,8 @@
 """The `nixfleet` command: inventory, validation, deploys, facts, secrets, the lab.
 
 Each command is a module that registers its subparser: nixfleet/commands/ (inventory and
-generate, validate, deploy, facts, ping, monitoring, check-syntax, check-nix, check-flake and
-update-flake), nixfleet/secrets/cli.py and nixfleet/verify/cli.py; what they
+generate, validate, deploy, facts, ping, monitoring, check-syntax, check-nix, check-flake,
+update-flake and import), nixfleet/secrets/cli.py and nixfleet/verify/cli.py; what they
 share (--inventory, --limit) is nixfleet/commands/options.py. Commands from outside the
 production code, the lab's (nixfleet/lab/cli.py), are found by their entry points (group
 `nixfleet.commands` in pyproject.toml), as targets are (nixfleet/target.py).
@@ -18,14 +18,24 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import NoReturn
 
-from nixfleet.commands import deploy, facts, gc, inventory, monitoring, nix, ping, validate
+from nixfleet.commands import (
+    deploy,
+    facts,
+    gc,
+    import_flake,
+    inventory,
+    monitoring,
+    nix,
+    ping,
+    validate,
+)
 from nixfleet.commands.options import add_inventory_option
 from nixfleet.errors import NixfleetError
 from nixfleet.secrets import cli as secrets_cli
 from nixfleet.verify import cli as verify_cli
 
-COMMANDS = (inventory, validate, deploy, facts, ping, gc, monitoring, nix, secrets_cli,
-            verify_cli)
+COMMANDS = (inventory, validate, deploy, facts, ping, gc, monitoring, nix, import_flake,
+            secrets_cli, verify_cli)
 ENTRY_POINT_GROUP = "nixfleet.commands"  # name = "module:register"
 
 
