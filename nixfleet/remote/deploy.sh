@@ -360,7 +360,9 @@ where_it_stands() { # what runs now and what boots next, after a rollback that f
 roll_back_now() { # REASON: back to the system that ran before this deploy, gate again
   [ -n "$watchdog_unit" ] && systemctl stop "$watchdog_unit.timer" 2>/dev/null
   [ "$rollback" = 1 ] && [ -n "$system_before" ] || finish failed "$1" 1
-  local broken= code
+  # The rollback is judged by getting back to the system before, whose units failing then
+  # (strict_units or not) do not make it fail.
+  local broken= code strict_units=0
   if [ "$set_profile" = 1 ] \
       && ! nix-env -p "$profile" --switch-generation "$generation_before" >/dev/null 2>&1; then
     broken="nix-env --switch-generation $generation_before failed"
