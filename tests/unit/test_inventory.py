@@ -233,6 +233,12 @@ def _break_nvidia_model_without_chip(entries):
     entry(entries, "razer")["gpus"][1]["model"] = "GeForce RTX 2070 Mobile"
 
 
+def _break_check_command_syntax(entries):
+    # A check that could never pass (it cannot even be parsed) would fail every deploy.
+    entry(entries, "p510")["deploy"] = {"checks": [
+        {"name": "disk", "command": "test $(df --output=pcent / | tail -1 -lt 95"}]}
+
+
 BAD_DATA = [
     (_break_monitoring_typo,
      "host razer: features.monitoring.mdoe: unknown field (did you mean 'mode'?)"),
@@ -262,6 +268,8 @@ BAD_DATA = [
     (_break_prime_sync_without_a_graphical_session,
      "host razer: prime.sync: PRIME sync only configures the X server; set graphical: true "
      "(or sync: false)"),
+    (_break_check_command_syntax,
+     "host p510: deploy.checks.0: command: not valid sh, the check could never pass: "),
     (_break_nvidia_model_without_chip,
      "host razer: gpus.1: model: cannot tell the NVIDIA architecture of 'GeForce RTX 2070 "
      "Mobile'; name the GPU as lspci does, chip first (e.g. 'GP106GL [Quadro P2000]')"),
