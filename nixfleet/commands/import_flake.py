@@ -265,13 +265,14 @@ def edit_inventory(text: str, add: dict[str, dict[str, Any]],
                    replace: dict[str, dict[str, Any]]) -> str:
     """inventory.py's text with `add` appended to _HOSTS and the `replace` entries rewritten."""
     hosts = _hosts_list(ast.parse(text))
+    lines = text.splitlines(keepends=True)
     offsets = [0]
-    for line in text.splitlines(keepends=True):
+    for line in lines:
         offsets.append(offsets[-1] + len(line))
 
     def at(line: int, column: int) -> int:
-        return offsets[line - 1] + len(text.splitlines(keepends=True)[line - 1]
-                                       .encode()[:column].decode())
+        """The text offset of ast's (line, UTF-8 byte column)."""
+        return offsets[line - 1] + len(lines[line - 1].encode()[:column].decode())
 
     edits: list[tuple[int, int, str]] = []
     for element in hosts.elts:
