@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,9 +36,9 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_state
 
-from nixfleet import preflight
+from nixfleet import localbuild, preflight
 from nixfleet.errors import NixfleetError
-from nixfleet.facts.deploy import HostDeployState
+from nixfleet.facts.deploy import DeployState, HostDeployState
 from nixfleet.files import write_atomic
 from nixfleet.inventory import project_root
 from nixfleet.model import MODEL_KEYS, Boot, HealthCheck, Host
@@ -307,6 +308,22 @@ def _flake_files(target: Target, root: Path) -> dict[str, bytes]:
     return target.flake_files(_fleet_hosts(), root)
 
 
+def dry_preview(action: Action, host_name: str, files: dict[str, bytes], flake_ref: str,
+                state: DeployState, nix_config: str, changed: int, otherwise: str) -> str:
+    """What --dry says of a host whose flake files change: whether its system changes too,
+    from the toplevel's store path evaluated here (not built) against the one it runs, or
+    `otherwise` when it cannot be evaluated here (e.g. no nixpkgs)."""
+    with tempfile.TemporaryDirectory(prefix="nixfleet-dry-") as scratch:
+        system, _ = localbuild.evaluate(files, flake_ref, host_name, nix_config, Path(scratch))
+    if system is None:
+        return otherwise
+    same = action.satisfied_by(system, state.current_system, state.profile_system) if (
+        action.live or action.sets_profile) else system == state.current_system
+    if same:
+        return f"would send {changed} changed flake files: flake only (the system stays as is)"
+    return otherwise
+
+
 def _flag(value: object) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 
@@ -337,6 +354,10 @@ def deploy(action: Action | str) -> None:
                           else Result.WOULD_CHANGE, plan.noop or plan.preview(action),
                           generation_before=state.generation,
                           generation_after=state.generation if plan.noop else None)
+    if "--dry" in sys.argv and not plan.noop and plan.send and action.builds:
+        preview.reason = dry_preview(action, host.name, files, target.flake_ref(flake_dir),
+                                     state, target.nix_config(), len(plan.changed),
+                                     preview.reason)
     problems = [] if plan.noop else preflight.check(
         action, state.boot, Boot.model_validate(host.data.get("boot") or {}), state.generation,
         host.name, target.boot_scale)

@@ -392,3 +392,41 @@ def test_a_locked_out_host_is_one_line_naming_the_holder_and_fails(tmp_path, mon
         (tmp_path / ".deploy-logs" / run.deploy_id / "summary.json").read_text())}
     assert (rows["dex5550"]["result"], rows["dex5550"]["reason"]) == ("locked", reason)
     assert (rows["dex5550"]["generation_before"], rows["dex5550"]["generation_after"]) == (12, 12)
+
+
+# Two hosts' systems, each made of its own data only: a change of web2's data changes every
+# host's flake files, and web2's system alone.
+DRY_FLAKE = b"""{ outputs = _: { nixosConfigurations = builtins.mapAttrs (name: _: {
+  config.system.build.toplevel = derivation {
+    name = "nixos-system-${name}"; system = "x86_64-linux"; builder = "/bin/sh";
+    args = [ "-c" "echo ${builtins.readFile (./hosts + "/${name}.json")} > $out" ];
+  }; }) { web1 = 0; web2 = 0; }; }; }
+"""
+OFFLINE = "build-users-group =\nsandbox = false\nsubstituters =\n"
+
+
+def test_dry_run_tells_a_system_change_from_a_flake_only_change(tmp_path):
+    """--dry evaluates each host's toplevel (no build) and compares it with the running one:
+    after web2's data changed, web1 receives new flake files but keeps its system."""
+    from nixfleet import localbuild
+    from nixfleet.deploy import dry_preview
+
+    before = {"flake.nix": DRY_FLAKE, "hosts/web1.json": b"1", "hosts/web2.json": b"1"}
+    after = {**before, "hosts/web2.json": b"2"}
+    running: dict[str, str] = {}
+    for name in ("web1", "web2"):
+        path, error = localbuild.evaluate(before, "path:/etc/nixos", name, OFFLINE, tmp_path)
+        assert path is not None and path.endswith(f"-nixos-system-{name}"), error
+        running[name] = path
+    otherwise = "would send 1 changed flake files, build, switch"
+
+    def preview(name: str, files: dict[str, bytes]) -> str:
+        state = _state(before, current_system=running[name], profile_system=running[name])
+        return dry_preview(Action.SWITCH, name, files, "path:/etc/nixos", state, OFFLINE, 1,
+                           otherwise)
+
+    assert preview("web1", after) == ("would send 1 changed flake files: flake only (the "
+                                      "system stays as is)")
+    assert preview("web2", after) == otherwise
+    broken = {**after, "flake.nix": b"{ outputs = _: { }; }"}  # cannot evaluate: as before
+    assert preview("web1", broken) == otherwise
