@@ -12,18 +12,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import ROOT, nixfleet, on
-from tests.lab.test_deploys import copy_of_the_configuration, deploy, generation
+from tests.lab.conftest import ROOT, nixfleet, on, wait_until
+from tests.lab.test_deploys import DEX_DEVELOPMENT, copy_of_the_configuration, deploy, generation
 
 pytestmark = pytest.mark.usefixtures("lab")
 RAZER_BOOT = '"boot": {"configurationLimit": 2, "espSize": 511, "entrySize": 170},'
 
 
-def razer_with(repo: Path, driver: str) -> None:
+def razer_with(repo: Path, driver: str, dex_go: bool = False) -> None:
     """razer with a boot limit its ESP cannot hold (4: each generation here brings a kernel
-    module set of its own, so a new initrd) and the given NVIDIA driver branch."""
+    module set of its own, so a new initrd) and the given NVIDIA driver branch (and dex5550
+    developing in Go: a change of its own)."""
     inventory = repo / "inventory.py"
     text = (ROOT / "inventory.py").read_text()
+    if dex_go:
+        assert DEX_DEVELOPMENT in text
+        text = text.replace(DEX_DEVELOPMENT, DEX_DEVELOPMENT.replace('"nix": True',
+                                                                     '"nix": True, "go": True'))
     start = text.index('("razer", {')
     entry = text.index(RAZER_BOOT, start)
     end = entry + len(RAZER_BOOT)
@@ -44,6 +49,17 @@ def host_state() -> dict[str, str]:
     }
 
 
+def reboot_razer() -> None:
+    """Reboot razer and wait until it runs again (the boot partition survives it)."""
+    before = on("razer", "cat /proc/sys/kernel/random/boot_id").stdout
+    on("razer", "systemctl reboot", check=False)
+    wait_until(lambda: on("razer", "cat /proc/sys/kernel/random/boot_id; systemctl "
+                                   "is-system-running --wait", check=False).stdout.split()[:1]
+               not in ([], before.split()[:1]), 120, "razer to come back from its reboot")
+    booted = on("razer", "readlink -f /run/booted-system").stdout
+    assert booted == on("razer", "readlink -f /nix/var/nix/profiles/system").stdout
+
+
 def gc(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "NIXFLEET_TARGET": "lab"}
     return subprocess.run([sys.executable, "-m", "nixfleet", "gc", *args], cwd=ROOT,
@@ -60,16 +76,19 @@ def test_a_full_boot_partition_fails_pre_flight_untouched_and_gc_boot_makes_room
         result, summary = deploy(repo, "switch", "--limit", "razer")
         assert summary["razer"]["result"] == "changed", result.stdout + result.stderr
         razer_with(repo, "legacy_580")
-        result, summary = deploy(repo, "switch", "--limit", "razer", "--data", "reboot=true")
+        result, summary = deploy(repo, "switch", "--limit", "razer")
         assert summary["razer"]["result"] == "changed", result.stdout + result.stderr
         assert generation("razer") == 3
+        reboot_razer()
         assert on("razer", "ls /boot/EFI/nixos | grep -c initrd").stdout.strip() == "3"
 
-        # The fourth does not fit: refused before anything on the host changes.
-        razer_with(repo, "beta")
+        # The fourth does not fit: refused before anything on the host changes; dex5550, in
+        # the same deploy, goes on.
+        razer_with(repo, "beta", dex_go=True)
         before = host_state()
-        result, summary = deploy(repo, "switch", "--limit", "razer")
+        result, summary = deploy(repo, "switch", "--limit", "razer", "--limit", "dex5550")
         assert result.returncode == 1
+        assert summary["dex5550"]["result"] == "changed", result.stdout + result.stderr
         assert summary["razer"]["result"] == "failed"
         reason = summary["razer"]["reason"]
         assert reason.startswith("pre-flight: boot partition /boot: needs 2.7 MiB free for the "
@@ -101,4 +120,4 @@ def test_a_full_boot_partition_fails_pre_flight_untouched_and_gc_boot_makes_room
         assert summary["razer"]["result"] == "changed", result.stdout + result.stderr
         assert generation("razer") == 4
     finally:
-        nixfleet("lab", "reset", "razer")
+        nixfleet("lab", "reset", "razer", "dex5550")
