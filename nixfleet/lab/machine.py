@@ -138,6 +138,15 @@ def _read_pid(path: Path) -> int | None:
         return None
 
 
+def _running(pid: int) -> bool:
+    """The process exists and has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _alive(pid: int | None, needle: str) -> bool:
     """The pid runs and its command line mentions `needle` (no stale-pid confusion)."""
     if pid is None:
@@ -401,6 +410,7 @@ class Lab:
 
     def _start(self, host: LabHost, lowers: list[Path]) -> None:
         self._kill_strays(host)
+        _remove_cgroups(host.name)  # the new boot's own, not what an earlier one left
         if not _mounted(host.merged):
             work = host.dir / "work"
             shutil.rmtree(work, ignore_errors=True)
@@ -520,6 +530,12 @@ class Lab:
         for pid in strays:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # SIGKILL is delivered, not done: on a busy machine the container's processes take a
+        # while to exit, and until they have, its cgroups cannot be removed nor its overlay
+        # unmounted; a new boot of the host would start beside them.
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and any(_running(pid) for pid in strays):
+            time.sleep(0.05)
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{host.name}", ignore_errors=True)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and Path(f"/sys/class/net/{host.veth}").exists():
