@@ -280,7 +280,7 @@ def test_a_changed_host_is_verified_and_a_failed_check_fails_it(tmp_path, monkey
     run = _run(tmp_path, monkeypatch, "Disconnect")
     for plan in run.plans.values():
         plan.verify = True
-    run.verify()  # what the callback does after the last operation
+    run.settle()  # what the callback does after the last operation
     assert asked == [["razer"]]  # changed; p620 was unchanged, dex5550 never ran
     assert {h.name for h in run.state.failed_hosts} == {"p510", "razer"}
     run.finish()
