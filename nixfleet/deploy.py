@@ -12,6 +12,10 @@ After the last operation, the hosts a switch, test or boot with reboot changed a
 (nixfleet.verify: tests/fleet over pytest-testinfra, `deploy.verify` in data, off for one run
 with `--data no_verify=true`); a failed check fails its host, so pyinfra exits 1, and the
 summary names the check.
+
+A canary rollout (`--data canary=true`, or `deploy.strategy: canary`) runs the hosts in waves
+(nixfleet.rollout): each wave's hosts are verified, and watched by the alert gate
+(nixfleet.alertgate), before the next wave starts; a wave with a failure stops the rollout.
 """
 
 from __future__ import annotations
@@ -25,26 +29,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
+import gevent
 from pyinfra import host, inventory
+from pyinfra.api import Host as PyinfraHost
 from pyinfra.api import State
 from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_state
 
 from nixfleet import localbuild, preflight
-from nixfleet.errors import NixfleetError
+from nixfleet.alertgate import Watched, WaveAlerts
+from nixfleet.errors import NixfleetError, for_pyinfra
 from nixfleet.facts.deploy import DeployState, HostDeployState
 from nixfleet.files import write_atomic
 from nixfleet.inventory import project_root
-from nixfleet.model import MODEL_KEYS, Boot, HealthCheck, Host
+from nixfleet.model import MODEL_KEYS, Boot, Deploy, HealthCheck, Host
+from nixfleet.monitoring import is_server, read_ports
 from nixfleet.operations import nixos
 from nixfleet.outcome import Action, HostOutcome, Result, StepOutcome
 from nixfleet.remote import protocol
+from nixfleet.rollout import Member, Rollout, plan_waves
 from nixfleet.target import Target, current_target
 from nixfleet.verify.report import HostVerification, Verification
 
@@ -61,6 +70,8 @@ class HostPlan:
     noop: bool = False  # nothing to do (the facts say so): the preview is the outcome
     steps: list[StepOutcome] = field(default_factory=list)
     verify: bool = False  # verified after the run when it changed the host
+    member: Member | None = None  # in a canary rollout: the host as the waves see it
+    watched: Watched | None = None  # ... and as its wave's alert gate does
 
 
 class DeployRun:
@@ -72,7 +83,12 @@ class DeployRun:
         self.state = state
         self.plans: dict[str, HostPlan] = {}
         self.verification: Verification | None = None
+        self.settled = False  # the work after the last operation is done
+        self.rollout: Rollout | None = None  # a canary rollout's waves, once they run
+        self.batch: int | str | None = None
+        self.wave_alerts: list[WaveAlerts] = []
         state.add_callback_handler(_AfterTheLastOperation(self.settle))
+        state.add_callback_handler(_RebuildEnded(self))
 
     def record(self, host_name: str, step: StepOutcome) -> None:
         self.plans[host_name].steps.append(step)
@@ -83,26 +99,31 @@ class DeployRun:
 
     def outcome(self, name: str, plan: HostPlan) -> HostOutcome:
         if plan.noop:
-            outcome = plan.preview
+            outcome = replace(plan.preview)  # a copy: the steps below change it
         elif plan.operation.is_complete():
             outcome = protocol.parse(name, plan.action, plan.operation.stdout_lines
                                      + plan.operation.stderr_lines)
         else:
             outcome = HostOutcome(name, plan.action, Result.FAILED,
                                   "not run (the host failed earlier; see above)")
-        if outcome.result is Result.LOCKED:
-            # Locked out before it read anything: the plan's fact read the generation, which
-            # this deploy did not change.
-            outcome.generation_before = outcome.generation_after = plan.preview.generation_before
         for step in plan.steps:
             outcome.after(step)
+        if outcome.result in (Result.LOCKED, Result.NOT_ATTEMPTED):
+            # Locked out, or its wave never came: the plan's fact read the generation, which
+            # this deploy did not change.
+            outcome.generation_before = outcome.generation_after = plan.preview.generation_before
         if self.verification is not None:
             outcome.verification = self.verification.hosts.get(name)
+        if self.rollout is not None and name in self.rollout.wave_of:
+            outcome.wave = self.rollout.wave_of[name] + 1
         return outcome
 
     def settle(self) -> None:
         """After the last operation: the hosts that found another deploy's lock, then the
         verification."""
+        self.settled = True
+        if self.rollout is not None:
+            self.rollout.complete.wait()  # the last wave's gate
         self.fail_locked_out()
         self.verify()
 
@@ -116,29 +137,95 @@ class DeployRun:
             print(f"nixfleet: {name}: {reason}", file=sys.stderr, flush=True)
         self.state.failed_hosts.update(h for h in self.state.inventory if h.name in locked)
 
-    def verify(self) -> None:
-        """Verify the hosts this run changed (where their plan asks for it); a host whose
-        verification fails becomes one of pyinfra's failed hosts."""
-        names = [o.host for o in self.outcomes()
-                 if o.result is Result.CHANGED and self.plans[o.host].verify]
-        self.verification = Verification()
+    def verify(self, names: list[str] | None = None) -> None:
+        """Verify these hosts (default: those this run changed and did not verify yet, where
+        their plan asks for it); a host whose verification fails becomes one of pyinfra's
+        failed hosts."""
+        done = self.verification or Verification()
+        self.verification = done
+        if names is None:
+            names = [o.host for o in self.outcomes() if o.result is Result.CHANGED
+                     and self.plans[o.host].verify and o.host not in done.hosts]
         if not names:
             return
         from nixfleet.verify.run import verify
 
         print(f"nixfleet: verifying {', '.join(names)}", flush=True)
-        log = project_root() / ".deploy-logs" / self.deploy_id / "verify.log"
+        log = project_root() / ".deploy-logs" / self.deploy_id / f"verify-{'-'.join(names)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.verification = verify(project_root() / "inventory.py", names, log=log)
+            result = verify(project_root() / "inventory.py", names, log=log)
         except NixfleetError as error:
-            self.verification = Verification(errors=[str(error)])
+            result = Verification(errors=[str(error)])
             for name in names:
-                self.verification.hosts[name] = HostVerification(name)
+                result.hosts[name] = HostVerification(name)
+        done.hosts.update(result.hosts)
+        done.errors += result.errors
         # A suite that could not run fails every host it was to verify.
-        failed = set(names) if self.verification.errors else {
-            name for name in names if not self.verification.hosts[name].ok}
+        failed = set(names) if result.errors else {
+            name for name in names if not result.hosts[name].ok}
         self.state.failed_hosts.update(h for h in self.state.inventory if h.name in failed)
+
+    # --- a canary rollout's waves (nixfleet.rollout) ------------------------------------------
+    def turn(self, host_: PyinfraHost) -> str | None:
+        """In a host's rebuild, before anything runs there: wait for its wave; why it is not
+        attempted (the rollout stopped), or None."""
+        return self._rollout().turn(host_.name)
+
+    def _rollout(self) -> Rollout:
+        if self.rollout is None:  # at the first turn: every host's plan is made by then
+            members = [p.member for p in self.in_plan_order() if p.member is not None]
+            waves = plan_waves(members, self.batch)
+            self.wave_alerts = [WaveAlerts([w for n in wave if (w := self.plans[n].watched)])
+                                for wave in waves]
+            self.rollout = Rollout(waves, self._waiting, self._start_wave, self._finish_wave)
+        return self.rollout
+
+    def in_plan_order(self) -> list[HostPlan]:
+        """The plans in inventory order."""
+        order = {h.name: i for i, h in enumerate(self.state.inventory)}
+        return [self.plans[n] for n in sorted(self.plans, key=lambda n: order.get(n, len(order)))]
+
+    def _waiting(self, index: int) -> set[str]:
+        """The hosts of a wave whose rebuild is to run (not those pyinfra failed before)."""
+        failed = {h.name for h in self.state.failed_hosts}
+        return {n for n in self._rollout().waves[index]
+                if self.plans[n].member is not None and n not in failed}
+
+    def _start_wave(self, index: int) -> None:
+        waves = self._rollout().waves
+        first = " (one host per hardware class)" if index == 0 else ""
+        print(f"nixfleet: wave {index + 1} of {len(waves)} starts: "
+              f"{', '.join(waves[index])}{first}", flush=True)
+        self.wave_alerts[index].before()
+
+    def _finish_wave(self, index: int) -> str | None:
+        """A wave's gates after its rebuilds (the health gate, the confirmation): verification
+        of the hosts it changed, then the alert gate; why the rollout stops, or None."""
+        names = self._rollout().waves[index]
+        outcomes = {o.host: o for o in self.outcomes() if o.host in names}
+        self.verify([n for n in names if outcomes[n].result is Result.CHANGED
+                     and self.plans[n].verify])
+        # The alert gate judges what the wave changed (and did not fail already).
+        failed = {h.name for h in self.state.failed_hosts}
+        changed = [n for n in names if outcomes[n].result is Result.CHANGED and n not in failed]
+        for name, step in self.wave_alerts[index].after(changed).items():
+            self.record(name, step)
+            if step.result is not None:
+                self.state.failed_hosts.update(
+                    h for h in self.state.inventory if h.name == name)
+        failed = {h.name for h in self.state.failed_hosts}
+        stopped = [o for o in self.outcomes() if o.host in names
+                   and (not o.result.ok or o.host in failed)]
+        total = len(self._rollout().waves)
+        if not stopped:
+            print(f"nixfleet: wave {index + 1} of {total} passed", flush=True)
+            return None
+        first = stopped[0]
+        print(f"nixfleet: wave {index + 1} of {total} stopped the rollout: "
+              f"{', '.join(f'{o.host} {o.result}' for o in stopped)}", flush=True)
+        return (f"not attempted: wave {index + 1} stopped the rollout ({first.host}: "
+                f"{first.result}: {first.reason})")
 
     def outcomes(self) -> list[HostOutcome]:
         results = [self.outcome(name, plan) for name, plan in self.plans.items()]
@@ -160,7 +247,7 @@ class DeployRun:
         if not self.plans:
             return
         if self.executed:
-            late = self.verification is None  # pyinfra's --serial and --no-wait runs
+            late = not self.settled  # pyinfra's --serial and --no-wait runs
             if late:
                 self.settle()
             outcomes = self.outcomes()
@@ -212,14 +299,18 @@ class DeployRun:
     def print_summary(self, results: list[HostOutcome], title: str, write: bool = True) -> None:
         from nixfleet import console as tables
 
-        table = tables.table("host", "action", "generation", "result", "closure", "time",
-                             "reason", title=title)
+        waves = any(r.wave for r in results)
+        if waves:  # the waves in order
+            results = sorted(results, key=lambda r: r.wave or len(results))
+        table = tables.table(*(("wave",) if waves else ()), "host", "action", "generation",
+                             "result", "closure", "time", "reason", title=title)
         for r in results:
             generation = f"{_dash(r.generation_before)} -> {_dash(r.generation_after)}"
             colour = COLOURS.get(r.result, "red")
             warned = f" ({len(r.warnings)} warning{'s' if len(r.warnings) > 1 else ''})" \
                 if r.warnings else ""
-            table.add_row(r.host, str(r.action or "-"), generation,
+            table.add_row(*((_dash(r.wave),) if waves else ()), r.host, str(r.action or "-"),
+                          generation,
                           f"[{colour}]{r.result}{warned}[/{colour}]", r.closure_delta or "-",
                           f"{r.duration:.2f}s" if r.duration is not None else "-", r.reason)
         # Piped, one line per host where it fits: logs and scripts read the rows.
@@ -250,6 +341,29 @@ def _dash(value: object) -> str:
 
 
 _RUNS: WeakKeyDictionary[State, DeployRun] = WeakKeyDictionary()
+
+
+class _RebuildEnded(BaseStateCallback):
+    """Tells a canary rollout that a host's rebuild ended, however it ended."""
+
+    def __init__(self, run: DeployRun) -> None:
+        self.run = run
+
+    def _ended(self, host_: PyinfraHost, op_hash: str) -> None:
+        plan = self.run.plans.get(host_.name)
+        if self.run.rollout is not None and plan is not None and plan.member is not None \
+                and plan.operation._hash == op_hash:  # pyinfra keeps no public name for it
+            # After this callback pyinfra stores the host's output, which the wave's gate
+            # reads: the gate runs once this greenlet has moved on.
+            gevent.spawn(self.run.rollout.done, host_.name)
+
+    def operation_host_success(self, state: State, host: PyinfraHost,  # type: ignore[override]
+                               op_hash: str, retry_count: int = 0) -> None:
+        self._ended(host, op_hash)
+
+    def operation_host_error(self, state: State, host: PyinfraHost,  # type: ignore[override]
+                             op_hash: str, retry_count: int = 0, max_retries: int = 0) -> None:
+        self._ended(host, op_hash)
 
 
 class _AfterTheLastOperation(BaseStateCallback):
@@ -335,12 +449,17 @@ def deploy(action: Action | str) -> None:
     `--data no_rollback=true` turns rollback off, `--data no_verify=true` the verification
     after the run; `--data reboot=true` builds the new generation as the boot default and
     reboots into it (`deploy.reboot: auto` in data reboots after a switch only when the
-    kernel, initrd or modules changed).
+    kernel, initrd or modules changed); `--data canary=true` (or `deploy.strategy: canary`)
+    rolls out in waves.
     """
     action = Action(action)
     run = current_run()
     target = current_target()
     settings = host.data.deploy
+    canary = _flag(host.data.get("canary")) or settings.get("strategy") == "canary"
+    if canary and (problem := _canary_problem(action, settings)):
+        # One line naming the deploy file, before anything runs anywhere.
+        raise for_pyinfra(NixfleetError(problem), sys._getframe(1)) from None
     checks = [HealthCheck.model_validate(c) for c in settings["checks"]]
     rollback = settings["rollback"] and not _flag(host.data.get("no_rollback"))
     reboot_now = _flag(host.data.get("reboot"))
@@ -386,17 +505,53 @@ def deploy(action: Action | str) -> None:
         nix_config=target.nix_config(),
         known=state,
         _success_exit_codes=[0, protocol.EXIT_LOCKED],  # locked out: fail_locked_out says so
+        turn=run.turn if canary else None,
         **safety,
     )
     verify = settings["verify"] and not _flag(host.data.get("no_verify")) and (
         action.live or reboot_now)
     run.plans[host.name] = HostPlan(action, rebuilt, preview, noop=plan.noop is not None,
                                     verify=verify)
+    if canary:
+        model = Deploy.model_validate(settings)
+        this = next(h for h in _fleet_hosts() if h.name == host.name)
+        run.batch = model.batch
+        run.plans[host.name].member = Member(host.name, this.hardware_class, model.canary)
+        run.plans[host.name].watched = _watched(this, model, target)
     auto = settings["reboot"] == "auto" and action is Action.SWITCH and not plan.noop
     if reboot_now or auto:
         nixos.reboot(name="reboot into the new generation",
                      rebuilt=None if plan.noop else rebuilt, owner=run.owner,
                      only_if_required=auto, rollback=rollback, **safety)
+
+
+def _canary_problem(action: Action, settings: dict) -> str | None:
+    """What a canary rollout cannot do (one line), or None."""
+    if not action.live:
+        return (f"a canary rollout switches or tests hosts in waves; {action} does not change "
+                "the running system")
+    if _flag(host.data.get("reboot")) or settings.get("reboot") == "auto":
+        return ("a canary rollout does not reboot its waves yet: leave out --reboot (and "
+                "deploy.reboot: auto)")
+    if "--serial" in sys.argv or "--no-wait" in sys.argv:
+        return "a canary rollout runs its waves itself: leave out --serial and --no-wait"
+    return None
+
+
+def _watched(this: Host, settings: Deploy, target: Target) -> Watched:
+    """The host as its wave's alert gate sees it: its monitoring server and that server's
+    Prometheus, at its pyinfra address."""
+    monitoring = this.features.monitoring
+    server = this.name if is_server(this) else (
+        monitoring.serverHost if monitoring.enable else None)
+    prometheus = None
+    if server is not None and inventory.get_host(server) is not None:
+        address = str(inventory.get_host(server).data.get("ssh_hostname") or server)
+        address = f"[{address}]" if ":" in address else address
+        prometheus = f"http://{address}:{read_ports(project_root())['prometheus']}"
+    gate = settings.alertGate
+    return Watched(this.name, server, prometheus, gate,
+                   target.alert_settle if gate.settle is None else gate.settle)
 
 
 def rollback(generation: int | None = None) -> None:

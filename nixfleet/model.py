@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -340,6 +341,53 @@ class HealthCheck(Strict):
         return self
 
 
+# The fleet's own rules that a bad generation sets off soon (a deploy's alert gate watches them).
+ALERT_GATE_DEFAULT = ("HostDown", "ExporterDown", "ExporterSourceFailing", "SystemdServiceFailed",
+                      "SystemdUnitsFailed")
+BATCH = re.compile(r"^[1-9][0-9]?%$|^100%$")
+PROMETHEUS_DURATION = re.compile(r"^(0|([0-9]+(ms|s|m|h|d|w|y))+)$")
+
+
+class AlertGate(Strict):
+    """After each wave of a canary rollout: the fleet's Prometheus is asked, for `settle`
+    seconds, for alerts firing on the wave's hosts that were not firing before the wave."""
+
+    # Seconds to watch after the wave (none: the target's default, 180 for real hosts; long
+    # enough for a scrape, a rule evaluation and a rule's `for`).
+    settle: Annotated[int, Field(ge=0, le=3600)] | None = None
+    # Which alerts count: these names, and any alert with one of these severities.
+    alerts: list[str] = list(ALERT_GATE_DEFAULT)
+    severities: list[Literal["critical", "warning", "info"]] = []
+
+    @field_validator("alerts")
+    @classmethod
+    def _known_alerts(cls, names: list[str]) -> list[str]:
+        for name in names:
+            _known_alert(name)
+        return names
+
+
+def _known_alert(name: str) -> None:
+    from nixfleet.monitoring.alerts import alert_names  # it imports this module
+
+    known = alert_names()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown alert {name!r}{hint}; known: {', '.join(known)}")
+
+
+class AlertRule(Strict):
+    """A change to one of the generated alert rules (nix/monitoring/alerts.yml)."""
+
+    # "for" is Python's: the field is for_, written "for" in data and in every dump.
+    model_config = ConfigDict(**Strict.model_config, serialize_by_alias=True,
+                              validate_by_name=True)
+
+    # Prometheus's `for`: how long the condition holds before the alert fires.
+    for_: Annotated[str, Field(alias="for", pattern=PROMETHEUS_DURATION.pattern)]
+
+
 class Deploy(Strict):
     """How deploys treat this host (group_data/all.py sets the fleet's defaults)."""
 
@@ -361,6 +409,22 @@ class Deploy(Strict):
     # A unit that had already failed before a switch does not fail it (it is a warning; NixOS's
     # switch-to-configuration exits 4 for any failed unit). True: any failed unit fails it.
     strictUnits: bool = False
+    # "canary" (or --canary, --data canary=true): waves, one host per hardware class first.
+    strategy: Literal["all", "canary"] = "all"
+    # This host is its class's canary (else the first host of its class in the inventory).
+    canary: bool = False
+    # After the canaries, the rest in waves of this many hosts, or this share ("50%", as
+    # Ansible's serial); none: the rest in one wave.
+    batch: int | str | None = None
+    alertGate: AlertGate = AlertGate()
+
+    @field_validator("batch")
+    @classmethod
+    def _batch(cls, value: int | str | None) -> int | str | None:
+        if value is None or (isinstance(value, int) and value >= 1) or (
+                isinstance(value, str) and BATCH.match(value)):
+            return value
+        raise ValueError(f"a number of hosts (e.g. 2) or a share (e.g. '50%'), got {value!r}")
     # Run post-deploy verification (tests/fleet, `nixfleet verify`) on the hosts a switch, test
     # or boot with reboot changed; a failed check makes the deploy exit 1 (no rollback: the
     # health gate decides that). `--data no_verify=true` turns it off for one run.
@@ -407,6 +471,16 @@ class Host(Strict):
     ssh: Ssh = Ssh()
     deploy: Deploy = Deploy()
     boot: Boot = Boot()
+    # Changes to the generated alert rules, by alert name (the monitoring server's data
+    # decides: alerts.yml is rendered from it), e.g. {"ExporterDown": {"for": "30s"}}.
+    alertRules: dict[str, AlertRule] = {}
+
+    @field_validator("alertRules")
+    @classmethod
+    def _known_rules(cls, rules: dict[str, AlertRule]) -> dict[str, AlertRule]:
+        for name in rules:
+            _known_alert(name)
+        return rules
 
     @model_validator(mode="after")
     def _hardware_agrees(self) -> Host:
@@ -464,7 +538,7 @@ class Host(Strict):
 
     def nix_data(self) -> dict[str, Any]:
         """What the flake reads from nix/hosts/<name>.json: everything but how to connect."""
-        return self.model_dump(mode="json", exclude={"ssh", "deploy"})
+        return self.model_dump(mode="json", exclude={"ssh", "deploy", "alertRules"})
 
 
 # The model's own keys; anything else in host data must be pyinfra's (ssh_*, _sudo, ...).

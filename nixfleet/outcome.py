@@ -69,6 +69,7 @@ class Result(StrEnum):
     LOCKED = "locked"
     UNREACHABLE = "unreachable"
     WOULD_CHANGE = "would-change"  # --dry: what a real run would do
+    NOT_ATTEMPTED = "not-attempted"  # a rollout stopped before this host's wave
 
     @property
     def ok(self) -> bool:
@@ -108,6 +109,7 @@ class HostOutcome:
     failing_before: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: lock, flake, build, ...
     verification: HostVerification | None = None  # post-deploy verification, where it ran
+    wave: int | None = None  # its wave in a canary rollout (1 = the canaries)
 
     @property
     def closure_delta(self) -> str | None:
@@ -136,4 +138,5 @@ class HostOutcome:
             "drift": self.drift, "backup": self.backup, "warnings": self.warnings,
             "phases": self.phases,
             "verification": self.verification and self.verification.to_json(),
+            "wave": self.wave,
         }

@@ -36,6 +36,8 @@ class Target(ABC):
     name: str
     # Boot partitions and boot files are this fraction of the real sizes (the lab's are small).
     boot_scale: float = 1.0
+    # Seconds a rollout's alert gate watches a wave where deploy.alertGate.settle is not set.
+    alert_settle: int = 180
 
     @abstractmethod
     def host_entries(self, entries: Sequence[HostEntry]
@@ -53,6 +55,11 @@ class Target(ABC):
     @abstractmethod
     def flake_ref(self, flake_dir: str) -> str:
         """How Nix names the flake written to flake_dir."""
+
+    def lock_dir(self, root: Path) -> Path:
+        """The configuration's directory whose flake.nix and flake.lock the hosts are built
+        from (`nixfleet update` moves that lock)."""
+        return root / "nix"
 
     def nix_config(self) -> str:
         """Extra NIX_CONFIG lines for the deployer's own Nix (local builds)."""

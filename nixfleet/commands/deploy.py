@@ -2,9 +2,10 @@
 
     nixfleet deploy switch --limit nvidia --no-rollback
     nixfleet deploy switch --limit p620 --reboot
+    nixfleet deploy switch --canary
 
 It runs `pyinfra -y inventory.py deploys/ACTION.py` (so the output, summary and exit code are
-the deploy's own) and passes --no-rollback and --reboot as pyinfra data.
+the deploy's own) and passes --no-rollback, --reboot and --canary as pyinfra data.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         argv += ["--data", "no_rollback=true"]
     if args.reboot:
         argv += ["--data", "reboot=true"]
+    if args.canary:
+        argv += ["--data", "canary=true"]
     if args.generation is not None:
         argv += ["--data", f"generation={args.generation}"]
     return subprocess.run(argv, cwd=inventory.parent, env=dict(os.environ)).returncode
@@ -50,6 +53,9 @@ def register(commands: Any) -> None:
                         help="keep a generation that fails to activate or fails its health gate")
     deploy.add_argument("--reboot", action="store_true",
                         help="make the new generation the boot default and reboot into it")
+    deploy.add_argument("--canary", action="store_true",
+                        help="roll out in waves: one host per hardware class first, each wave "
+                        "gated (health gate, verification, alerts), then the rest")
     deploy.add_argument("--fail-percent", type=int,
                         help="stop when more than this percentage of hosts failed")
     deploy.add_argument("--generation", type=int, help="rollback: the generation to go back to")

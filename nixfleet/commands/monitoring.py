@@ -26,10 +26,16 @@ from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.model import Host
 from nixfleet.monitoring import monitored_by, read_ports, servers
+from nixfleet.monitoring.api import (
+    TIMEOUT,
+    FiringAlert,
+    api_data,
+    firing,
+    one_line,
+    timestamp,
+)
 from nixfleet.monitoring.prometheus import JOBS
 
-# Seconds each request may take: a server that is up answers these in milliseconds.
-TIMEOUT = 5.0
 # The order of a host's rows: Prometheus itself, then the jobs of prometheus.yml.
 JOB_ORDER = ("prometheus", *(job.name for job in JOBS))
 
@@ -50,16 +56,6 @@ class TargetState:
     @property
     def up(self) -> bool:
         return self.health == "up"
-
-
-@dataclass(frozen=True)
-class FiringAlert:
-    server: str
-    name: str
-    host: str | None
-    severity: str | None
-    active_at: datetime | None
-    summary: str
 
 
 @dataclass(frozen=True)
@@ -92,41 +88,6 @@ def server_address(fleet: Fleet, server: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _timestamp(value: Any) -> datetime | None:
-    """An RFC 3339 time from the API; Prometheus's zero time means never."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return None if moment.year <= 1 else moment
-
-
-def _api_data(client: httpx.Client, server: str, url: str) -> Any:
-    """The `data` of a Prometheus API answer; anything else is the command's error."""
-    where = f"monitoring server {server}: Prometheus {url}"
-    try:
-        response = client.get(url)
-    except httpx.TimeoutException:
-        raise NixfleetError(f"{where}: no answer within {TIMEOUT:g} s") from None
-    except httpx.HTTPError as error:
-        raise NixfleetError(f"{where}: cannot be reached: {_one_line(str(error))} "
-                            f"(timeout {TIMEOUT:g} s)") from None
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or body.get("status") != "success" or "data" not in body:
-        detail = (body.get("error") if isinstance(body, dict) else None) or response.text[:200]
-        raise NixfleetError(f"{where}: HTTP {response.status_code}: {_one_line(str(detail))}")
-    return body["data"]
-
-
 def _check(client: httpx.Client, server: str, name: str, url: str,
            judge: Callable[[httpx.Response], tuple[bool, str]]) -> Component:
     try:
@@ -135,7 +96,7 @@ def _check(client: httpx.Client, server: str, name: str, url: str,
         return Component(server, name, url, False, f"no answer within {TIMEOUT:g} s")
     except httpx.HTTPError as error:
         return Component(server, name, url, False,
-                         f"cannot be reached: {_one_line(str(error))}")
+                         f"cannot be reached: {one_line(str(error))}")
     ok, detail = judge(response)
     return Component(server, name, url, ok, detail)
 
@@ -143,7 +104,7 @@ def _check(client: httpx.Client, server: str, name: str, url: str,
 def _ready(response: httpx.Response) -> tuple[bool, str]:
     if response.status_code == 200:
         return True, "ready"
-    return False, f"not ready: HTTP {response.status_code} {_one_line(response.text)[:120]}"
+    return False, f"not ready: HTTP {response.status_code} {one_line(response.text)[:120]}"
 
 
 def _grafana_health(response: httpx.Response) -> tuple[bool, str]:
@@ -168,23 +129,8 @@ def _targets(server: str, data: Any) -> list[TargetState]:
             server=server, host=str(labels.get("host") or instance),
             job=str(labels.get("job") or item.get("scrapePool") or "-"), instance=instance,
             health=str(item.get("health") or "unknown"),
-            last_scrape=_timestamp(item.get("lastScrape")),
-            error=_one_line(item.get("lastError") or "")))
-    return result
-
-
-def _firing(server: str, data: Any) -> list[FiringAlert]:
-    result = []
-    for item in (data or {}).get("alerts") or []:
-        if item.get("state") != "firing":
-            continue
-        labels = item.get("labels") or {}
-        annotations = item.get("annotations") or {}
-        result.append(FiringAlert(
-            server=server, name=str(labels.get("alertname", "?")), host=labels.get("host"),
-            severity=labels.get("severity"), active_at=_timestamp(item.get("activeAt")),
-            summary=_one_line(annotations.get("summary") or annotations.get("description")
-                              or "")))
+            last_scrape=timestamp(item.get("lastScrape")),
+            error=one_line(item.get("lastError") or "")))
     return result
 
 
@@ -192,9 +138,9 @@ def query_server(client: httpx.Client, server: Host, address: str,
                  ports: dict[str, int]) -> MonitoringStatus:
     """Everything one monitoring server says: its targets, firing alerts and components."""
     prometheus = f"http://{address}:{ports['prometheus']}"
-    targets = _targets(server.name, _api_data(client, server.name,
+    targets = _targets(server.name, api_data(client, server.name,
                                               f"{prometheus}/api/v1/targets?state=active"))
-    alerts = _firing(server.name, _api_data(client, server.name, f"{prometheus}/api/v1/alerts"))
+    alerts = firing(server.name, api_data(client, server.name, f"{prometheus}/api/v1/alerts"))
     components = [_check(client, server.name, "Prometheus", f"{prometheus}/-/ready", _ready)]
     if server.features.monitoring.features.alerting:
         components.append(_check(client, server.name, "Alertmanager",

@@ -8,13 +8,16 @@ them.
 
 The lab flake (nix/lab) is built as path:FLAKE_DIR with the lab fleet's host data beside it
 (the same per-host JSON `nixfleet generate` writes) and the lab's secrets (nixfleet.lab.secrets:
-dummy values encrypted to the lab hosts' keys, each host's list from secrets/rules.py).
+dummy values encrypted to the lab hosts' keys, each host's list from secrets/rules.py). Its
+lock file, nix/lab/flake.lock, pins its one input, labpkgs (the package versions, a stand-in
+for nixpkgs), as nix/flake.lock pins nixpkgs: `nixfleet update` moves it.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +40,9 @@ from nixfleet.secrets.rules import RULES_FILE
 from nixfleet.secrets.store import SecretStore
 from nixfleet.target import ConnectionFn, HostEntry, Target
 
+LAB_FLAKE_DIR = Path("nix") / "lab"
 LAB_FLAKE_FILES = ("flake.nix", "toplevel.nix", "build-toplevel.py")
+LAB_LOCK = "flake.lock"
 # What the lab flake reads of the real flake's nix/lib, under lib/ as there: the fleet's ports
 # and the function that renders /etc/ai-providers.json, so the lab's values are the real ones.
 LAB_LIB_FILES = ("ports.json", "ai-providers.nix")
@@ -54,6 +59,7 @@ EXTRA_GROUP = "lab_extra"
 class LabTarget(Target):
     name = "lab"
     boot_scale = BOOT_SCALE
+    alert_settle = 10  # the demo's waves; a test that waits for an alert sets its own
 
     def __init__(self, paths: LabPaths | None = None):
         self._paths = paths
@@ -73,7 +79,11 @@ class LabTarget(Target):
         return lab_connection(entries, self.paths)
 
     def flake_files(self, hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
+        keep_inputs_in_store(root / LAB_FLAKE_DIR)
         return lab_flake_files(hosts, root, self.paths)
+
+    def lock_dir(self, root: Path) -> Path:
+        return root / LAB_FLAKE_DIR
 
     def flake_ref(self, flake_dir: str) -> str:
         return f"path:{flake_dir}"
@@ -147,7 +157,8 @@ def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[
     """Relative path -> content of the lab flake directory for these hosts (paths: the lab's,
     where its secrets are)."""
     hosts = list(hosts)
-    files = {name: (root / "nix" / "lab" / name).read_bytes() for name in LAB_FLAKE_FILES}
+    files = {name: (root / LAB_FLAKE_DIR / name).read_bytes() for name in LAB_FLAKE_FILES}
+    files.update(lab_lock_files(root / LAB_FLAKE_DIR, flake_dir(hosts)))
     files["lab.json"] = (json.dumps({"system": nix_system()}, indent=2) + "\n").encode()
     for host in hosts:
         files[f"hosts/{host.name}.json"] = host_data_json(host.nix_data()).encode()
@@ -158,6 +169,71 @@ def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[
     for fault in sorted((root / "nix" / "lab" / "faults").glob("*.*")):  # .json, .build-gate
         files[f"faults/{fault.name}"] = fault.read_bytes()
     return files
+
+
+def flake_dir(hosts: Sequence[Host]) -> str:
+    """The lab hosts' one flake directory (system.paths.flakeDir, /etc/nixos by default)."""
+    dirs = sorted({host.system.paths.flakeDir for host in hosts}) or ["/etc/nixos"]
+    if len(dirs) > 1:
+        raise NixfleetError(f"the lab's hosts need one system.paths.flakeDir, not "
+                            f"{', '.join(dirs)}: the lab flake's lock names where they have "
+                            "its inputs")
+    return dirs[0].rstrip("/")
+
+
+def lab_lock_files(lab: Path, host_flake_dir: str) -> dict[str, bytes]:
+    """flake.lock and the local inputs it locks (labpkgs/), as the hosts get them.
+
+    Nix 2.8 cannot fetch an input locked by a relative path ("because it uses a relative
+    path") into a store that lacks it, so the hosts' copy of the lock names where each host has
+    the input (FLAKE_DIR/labpkgs), by the same narHash: a host builds what the lock pins, and a
+    source that differs from it fails with Nix's "NAR hash mismatch". lastModified is left out:
+    for a path it is the files' mtime, which the upload does not keep. Without a lock file,
+    nothing (the hosts would lock the flake themselves)."""
+    try:
+        lock = json.loads((lab / LAB_LOCK).read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as error:
+        raise NixfleetError(f"{lab / LAB_LOCK}: not a lock file: {error}") from None
+    files: dict[str, bytes] = {}
+    for relative, locked in _local_inputs(lock):
+        for path in sorted((lab / relative).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[str(path.relative_to(lab))] = path.read_bytes()
+        locked["path"] = f"{host_flake_dir}/{relative}"
+        locked.pop("lastModified", None)
+    files[LAB_LOCK] = (json.dumps(lock, indent=2) + "\n").encode()
+    return files
+
+
+def _local_inputs(lock: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path relative to the flake, its node's `locked`) of each input locked as path:./..."""
+    found = []
+    for node in lock.get("nodes", {}).values():
+        locked = node.get("locked") or {}
+        path = str(locked.get("path", ""))
+        if locked.get("type") == "path" and path.startswith("./"):
+            found.append((path[2:].rstrip("/"), locked))
+    return found
+
+
+def keep_inputs_in_store(lab: Path) -> None:
+    """Add the lab flake's local inputs to this machine's store, where Nix looks for an input
+    locked by narHash before its path: the deployer evaluates and builds (--dry, buildOn local)
+    from a copy of the hosts' files, whose lock names the hosts' paths. A source that differs
+    from the lock adds a path the lock does not name: harmless."""
+    try:
+        lock = json.loads((lab / LAB_LOCK).read_text())
+    except (OSError, ValueError):
+        return
+    for relative, _ in _local_inputs(lock):
+        try:
+            subprocess.run(["nix", "--extra-experimental-features", "nix-command", "store",
+                            "add-path", "--name", "source", str(lab / relative)],
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired):
+            return  # no nix here: the deployer builds nothing of the lab's
 
 
 def lab_lib_files(root: Path) -> dict[str, bytes]:

@@ -91,6 +91,20 @@ def _target(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def rule_durations(fleet: Fleet) -> dict[str, str]:
+    """The alert rules' `for` that the monitoring servers' alertRules data sets (alerts.yml is
+    one file for every server, so they must agree)."""
+    chosen: dict[str, tuple[str, str]] = {}
+    for server in servers(fleet):
+        for name, rule in server.alertRules.items():
+            other = chosen.setdefault(name, (server.name, rule.for_))
+            if other[1] != rule.for_:
+                raise NixfleetError(
+                    f"host {server.name}: alertRules.{name}: for {rule.for_!r}, but monitoring "
+                    f"server {other[0]} says {other[1]!r} (the servers share alerts.yml)")
+    return {name: duration for name, (_, duration) in chosen.items()}
+
+
 def render(
     fleet: Fleet,
     ports: Mapping[str, int],
@@ -106,7 +120,7 @@ def render(
     scrape_at = {name: _target((addresses or {}).get(name, host.address))
                  for name, host in fleet.hosts.items()}
     files = {
-        PurePosixPath(RULES_FILE): to_yaml(alerts.rules_config()),
+        PurePosixPath(RULES_FILE): to_yaml(alerts.rules_config(rule_durations(fleet))),
         PurePosixPath(ALERTMANAGER_FILE): to_yaml(alertmanager.alertmanager_config(ports)),
         PurePosixPath("grafana-datasources.yml"): to_yaml(grafana.datasources_config(ports)),
         PurePosixPath("grafana-dashboards.yml"): to_yaml(

@@ -16,7 +16,8 @@ firing and quiet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from nixfleet.monitoring import metrics as m
@@ -141,7 +142,10 @@ def alert_names() -> list[str]:
     return [alert.name for alerts in GROUPS.values() for alert in alerts]
 
 
-def rules_config() -> dict[str, Any]:
-    """The rule file (alerts.yml) as data."""
-    return {"groups": [{"name": name, "rules": [a.rule() for a in alerts]}
-                       for name, alerts in GROUPS.items()]}
+def rules_config(durations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The rule file (alerts.yml) as data; `durations` replaces alerts' `for` by name (the
+    monitoring server's alertRules data)."""
+    durations = durations or {}
+    return {"groups": [{"name": name, "rules": [
+        replace(a, duration=durations.get(a.name, a.duration)).rule() for a in alerts]}
+        for name, alerts in GROUPS.items()]}

@@ -41,6 +41,7 @@ from nixfleet.remote import protocol
 
 INLINE_LIMIT = 48 * 1024
 Record = Callable[[str, StepOutcome], None]  # (host name, what a step made of it)
+Turn = Callable[[Host], str | None]  # waits for the host's wave; why it is not attempted
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ def rebuild(
     record: Record | None = None,
     known: DeployState | None = None,
     strict_units: bool = False,
+    turn: Turn | None = None,
 ):
     """
     Send the flake (only the files that changed) and run ``nixos-rebuild ACTION`` semantics,
@@ -159,6 +161,8 @@ def rebuild(
       fewer; deploy.sh checks it again under the lock, so a stale one changes nothing)
     + strict_units: any failed unit after activation fails it (default: only units that were
       not failed before; those that were are warnings)
+    + turn: in a rollout, waits for this host's wave before anything runs here; returns why
+      the host is not attempted (the rollout stopped), or None to go on
 
     A host whose flake and system already are the deployed ones is a no-op (from facts): no
     command runs. The result is printed as protocol lines (nixfleet/remote/protocol.py).
@@ -171,6 +175,12 @@ def rebuild(
                       flake_dir="/etc/nixos", flake_ref="path:/etc/nixos",
                       deploy_id=deploy_id, owner="root@laptop", confirm_timeout=30)
     """
+    if turn is not None:
+        not_attempted: list[str] = []
+        yield FunctionCommand(_wait_for_turn, (turn, record, not_attempted), {})
+        if not_attempted:
+            host.noop(not_attempted[0])
+            return
     state = known or host.get_fact(HostDeployState, flake_dir=flake_dir)
     plan = plan_rebuild(action, flake_files, state)
     if plan.noop:
@@ -214,6 +224,16 @@ def rebuild(
             checks, health_timeout, failing_before(output), strict_units))
         yield _recorded(record, lambda host: safety.confirm(
             host, values, list(checks), confirm_timeout, health, deploy_id))
+
+
+def _wait_for_turn(state: State, host: Host, turn: Turn, record: Record | None,
+                   not_attempted: list[str]) -> bool:
+    why = turn(host)
+    if why is not None:
+        not_attempted.append(why)
+        if record is not None:
+            record(host.name, StepOutcome(why, Result.NOT_ATTEMPTED))
+    return True
 
 
 def failing_before(output: Sequence[str]) -> list[str]:
