@@ -565,33 +565,21 @@ def test_a_killed_deploy_step_closes_its_output_and_leaves_no_holder(host: Host)
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not (host.run / "holder").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for(lambda: host.calls("nix build"), "the deploy never started building")
         assert (host.run / "holder").exists()
-        time.sleep(0.5)  # the build has started
         process.kill()  # SIGKILL: no trap of deploy.sh runs
         started = time.monotonic()
         assert process.stdout is not None
         process.stdout.read()  # end of file: nothing of the step holds its output any more
         assert time.monotonic() - started < 3
-        deadline = time.monotonic() + 3
-        while (host.run / "holder").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not (host.run / "holder").exists()
+        _wait_for(lambda: not (host.run / "holder").exists(), "the holder was left behind")
     finally:
         host.release_builds()
         process.wait()
     journal = (host.state / f"result-{arguments['deploy_id']}").read_text()
     assert "NIXFLEET result=" not in journal and "NIXFLEET phase_flake=" in journal
-    wait_for_lock(host)
+    _wait_for(lambda: lock_is_free(host.state), "the lock was not freed")
     assert host.deploy(Action.SWITCH, FILES).outcome.result == Result.CHANGED
-
-
-def wait_for_lock(host: Host) -> None:
-    deadline = time.monotonic() + 10
-    while not lock_is_free(host.state) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def test_a_failed_boot_activation_rolls_the_profile_back(host: Host):
