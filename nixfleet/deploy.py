@@ -174,17 +174,13 @@ class DeployRun:
 
     def _rollout(self) -> Rollout:
         if self.rollout is None:  # at the first turn: every host's plan is made by then
-            members = [p.member for p in self.in_plan_order() if p.member is not None]
+            members = [member for name in sorted(self.plans, key=self.inventory_rank)
+                       if (member := self.plans[name].member) is not None]
             waves = plan_waves(members, self.batch)
             self.wave_alerts = [WaveAlerts([w for n in wave if (w := self.plans[n].watched)])
                                 for wave in waves]
             self.rollout = Rollout(waves, self._waiting, self._start_wave, self._finish_wave)
         return self.rollout
-
-    def in_plan_order(self) -> list[HostPlan]:
-        """The plans in inventory order."""
-        order = {h.name: i for i, h in enumerate(self.state.inventory)}
-        return [self.plans[n] for n in sorted(self.plans, key=lambda n: order.get(n, len(order)))]
 
     def _waiting(self, index: int) -> set[str]:
         """The hosts of a wave whose rebuild is to run (not those pyinfra failed before)."""
@@ -235,11 +231,14 @@ class DeployRun:
                                            "could not connect (see above)"))
         return self.in_inventory_order(results)
 
+    def inventory_rank(self, name: str) -> int:
+        """A host's place in the inventory (plans are made in the order their facts came
+        back, which differs from run to run)."""
+        names = [h.name for h in self.state.inventory]
+        return names.index(name) if name in names else len(names)
+
     def in_inventory_order(self, results: list[HostOutcome]) -> list[HostOutcome]:
-        """The hosts as the inventory lists them (plans are made in the order their facts
-        came back, which differs from run to run)."""
-        order = {h.name: i for i, h in enumerate(self.state.inventory)}
-        return sorted(results, key=lambda r: order.get(r.host, len(order)))
+        return sorted(results, key=lambda r: self.inventory_rank(r.host))
 
     def finish(self) -> None:
         """At the end of pyinfra's run: the summary, or what would have happened (--dry), or
