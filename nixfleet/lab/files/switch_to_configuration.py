@@ -306,6 +306,11 @@ def stage2():
         result = subprocess.run(["/usr/local/sbin/nixos-rebuild", "boot"])
         if result.returncode != 0:
             return result.returncode
+    elif not any(Path("/boot/loader/entries").glob("*.conf")):
+        # Lab only: a host from before the lab had boot partitions gets an empty one; fill it
+        # as nixos-install would, so that its generations can be booted and rolled back to.
+        log("an empty boot partition: installing the boot entries")
+        install_boot_loader(PROFILE.resolve())
     return activate(PROFILE.resolve(), at_boot=True)
 
 
