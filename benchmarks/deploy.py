@@ -96,6 +96,10 @@ class Repo:
         shutil.copy(ROOT / "inventory.py", self.dir / "inventory.py")
         shutil.copytree(ROOT / "group_data", self.dir / "group_data")
         shutil.copytree(ROOT / "nix" / "lab", self.dir / "nix" / "lab")
+        # The lab flake reads nix/lib beside the real flake; a canary's alert gate its ports.
+        shutil.copytree(ROOT / "nix" / "lib", self.dir / "nix" / "lib")
+        for name in ("flake.nix", "binary-cache.pub"):
+            shutil.copy(ROOT / "nix" / name, self.dir / "nix" / name)
         shutil.copytree(ROOT / "secrets", self.dir / "secrets")  # the rules: which host gets which
         # 64 lab hosts activating on this machine's few cores take longer than the fleet's
         # 30 s confirmation window; the window is no cost (the confirmation comes as soon as
@@ -116,17 +120,16 @@ class Repo:
         return {**LAB_ENV, "PYTHONPATH": str(ROOT),
                 "NIXFLEET_INVENTORY": str(self.dir / "inventory.py")}
 
-    def nixfleet_switch(self, *data: str) -> dict:
+    def switch_argv(self, *data: str) -> list[str]:
+        """pyinfra's switch of this copy (run in `self.dir` with `self.env()`), with each
+        `--data` item of `data`."""
         # Without post-deploy verification: the baselines verify nothing either (its own
         # benchmark is benchmarks/verify.py).
-        result = run([str(BIN / "pyinfra"), "inventory.py", str(ROOT / "deploys" / "switch.py"),
-                      "-y", "--data", "no_verify=true",
-                      *(arg for item in data for arg in ("--data", item))],
-                     cwd=self.dir, env=self.env())
-        found = re.search(r"summary: (\S+)", result.stdout)
-        if result.returncode != 0 or not found:
-            raise SystemExit(f"nixfleet switch failed:\n{result.stdout}\n{result.stderr}")
-        return {r["host"]: r for r in json.loads(Path(found[1]).read_text())}
+        return [str(BIN / "pyinfra"), "inventory.py", str(ROOT / "deploys" / "switch.py"), "-y",
+                "--data", "no_verify=true", *(arg for item in data for arg in ("--data", item))]
+
+    def nixfleet_switch(self, *data: str) -> dict:
+        return switch_summary(run(self.switch_argv(*data), cwd=self.dir, env=self.env()))
 
     def push_host_data(self, hosts: list[dict]) -> None:
         """What the baselines need before `nixos-rebuild switch`: the new host data."""
@@ -146,6 +149,14 @@ class Repo:
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(push, hosts))
+
+
+def switch_summary(result: subprocess.CompletedProcess) -> dict:
+    """A switch's summary.json by host; the run's output when it failed."""
+    found = re.search(r"summary: (\S+)", result.stdout)
+    if result.returncode != 0 or not found:
+        raise SystemExit(f"nixfleet switch failed:\n{result.stdout}\n{result.stderr}")
+    return {r["host"]: r for r in json.loads(Path(found[1]).read_text())}
 
 
 def copy_flake_for_the_baselines(host: dict) -> None:
