@@ -144,16 +144,17 @@ deploy-all *FLAGS: validate-quick
     fi
     exec nixfleet deploy switch "${flags[@]}"
 
-# Update every flake input, then switch this machine (the original's system update)
-update: update-flake deploy
+# Update every flake input, build, switch this machine, commit flake.lock (the original's system update)
+update *FLAGS: validate-quick
+    nixfleet update --deploy --limit "$(hostname)" {{FLAGS}}
 
-# Update every input in nix/flake.lock, showing each one's change (needs network)
-update-flake:
-    nixfleet update-flake
+# Update every flake input, build every host and show what changes, commit flake.lock (needs network)
+update-flake *FLAGS:
+    nixfleet update {{FLAGS}}
 
-# Update one flake input, e.g. nixpkgs, showing its change (needs network)
-update-input NAME:
-    nixfleet update-flake {{NAME}}
+# Update one flake input, e.g. nixpkgs: build every host, show what changes, commit (needs network)
+update-input NAME *FLAGS:
+    nixfleet update --input {{NAME}} {{FLAGS}}
 
 # Every benchmark on the lab, their ratio tables, .perf/perf-*.json (--quick: 4 and 16 hosts)
 perf-test *ARGS:

@@ -111,9 +111,10 @@ class LockedInput:
     def describe(self) -> str:
         if self.rev is None and self.nar_hash is None:
             return "-"
+        # A path input's lastModified is 1 where its files came from the store (no date).
         when = datetime.fromtimestamp(self.last_modified, UTC).strftime("%Y-%m-%d") \
-            if self.last_modified else "?"
-        return f"{(self.rev or self.nar_hash or '')[:12]} ({when})"
+            if self.last_modified and self.last_modified > 1 else "?"
+        return f"{(self.rev or (self.nar_hash or '').removeprefix('sha256-'))[:12]} ({when})"
 
 
 def read_lock(path: Path) -> dict[str, LockedInput]:
@@ -153,15 +154,17 @@ def flake_inputs(nix_dir: Path) -> list[str]:
     return [str(n) for n in names]
 
 
-def update_lock(nix_dir: Path, inputs: Sequence[str] = (), timeout: float = 1800
-                ) -> list[InputChange]:
+def update_lock(nix_dir: Path, inputs: Sequence[str] = (), timeout: float = 1800,
+                root: Path | None = None) -> list[InputChange]:
     """Update every input of the flake in `nix_dir` (or only `inputs`) in its flake.lock;
-    return each input's lock before and after."""
+    return each input's lock before and after. Errors name files relative to `root` (the
+    configuration; default: nix_dir's parent)."""
+    root = root or nix_dir.parent
     known = flake_inputs(nix_dir)
     unknown = [name for name in inputs if name not in known]
     if unknown:
         raise NixfleetError(f"no input {', '.join(map(repr, unknown))} in "
-                            f"{_shown(nix_dir / 'flake.nix', nix_dir)}; inputs: {', '.join(known)}")
+                            f"{_shown(nix_dir / 'flake.nix', root)}; inputs: {', '.join(known)}")
     lock = nix_dir / LOCK_FILE
     before = read_lock(lock)
     result = _run_nix(_update_args(str(nix_dir), inputs), timeout)
@@ -169,15 +172,15 @@ def update_lock(nix_dir: Path, inputs: Sequence[str] = (), timeout: float = 1800
         why = nix_error(result.stderr)
         if unreachable(result.stderr):
             why = f"the flake's inputs cannot be fetched here (no network?): {why}"
-        raise NixfleetError(f"cannot update {_shown(lock, nix_dir)}: {why}")
+        raise NixfleetError(f"cannot update {_shown(lock, root)}: {why}")
     after = read_lock(lock)
     return [InputChange(name, before.get(name), after.get(name))
             for name in dict.fromkeys([*known, *after])]
 
 
-def _shown(path: Path, nix_dir: Path) -> str:
-    """nix/flake.lock: relative to the repository (the flake directory's parent)."""
-    return str(path.relative_to(nix_dir.parent))
+def _shown(path: Path, root: Path) -> str:
+    """nix/flake.lock: relative to the configuration."""
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _update_args(flake: str, inputs: Sequence[str]) -> list[str]:

@@ -14,7 +14,12 @@
 {
   description = "nixfleet lab hosts (stand-in NixOS toplevels, no nixpkgs)";
 
-  outputs = { self }:
+  # The lab's stand-in for nixpkgs, the package versions (labpkgs/): an input that moves,
+  # offline. On a lab host it is /etc/nixos/labpkgs, with flake.lock beside flake.nix
+  # (nixfleet/lab/target.py sends both, the lock pointing at where the host has it).
+  inputs.labpkgs.url = "path:./labpkgs";
+
+  outputs = { self, labpkgs }:
     let
       lab = builtins.fromJSON (builtins.readFile ./lab.json);
       jsonFiles = builtins.filter (f: builtins.match ".*\\.json" f != null)
@@ -33,6 +38,7 @@
             inherit name;
             inherit (lab) system;
             inherit nixosRelease;
+            inherit (labpkgs) versions;
             data = readJSON (./hosts + "/${name}.json");
             # Lab-only fault injection: units that tests add to one host's generation.
             extraUnits = if builtins.pathExists faultFile then readJSON faultFile else { };

@@ -1,6 +1,8 @@
 # One lab host's system: which units it runs follows its feature flags, as NixOS modules would.
 { name, system, nixosRelease, data, extraUnits, secrets ? [ ], buildGate ? null,
-  monitoringFiles ? null, binaryCachePublicKey ? "" }:
+  monitoringFiles ? null, binaryCachePublicKey ? "",
+  # The base packages' versions: the lab flake's input labpkgs (as nixpkgs gives them).
+  versions }:
 let
   # As NixOS's system.nixos.version: the release of the nixpkgs the system is built from (not
   # data.system.stateVersion, the release the host was first installed with), with a suffix
@@ -220,7 +222,7 @@ let
   dev = features.development;
   virt = features.virtualization;
   cloud = features.cloud;
-  packages = [ (package "bash" "5.2.37") (package "coreutils" "9.5") ]
+  packages = [ (package "bash" versions.bash) (package "coreutils" versions.coreutils) ]
     ++ when (dev.enable && dev.python) [ (package "python3" "3.12.8") ]
     ++ when (dev.enable && dev.go) [ (package "go" "1.23.4") ]
     ++ when (dev.enable && dev.nodejs) [ (package "nodejs" "22.11.0") ]

@@ -18,6 +18,7 @@ from nixfleet import console, flake_inputs, nixcheck
 from nixfleet.commands.options import inventory_path
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import load_inventory_file
+from nixfleet.target import current_target
 
 
 def cmd_check_syntax(args: argparse.Namespace) -> int:
@@ -59,9 +60,13 @@ def cmd_check_flake(args: argparse.Namespace) -> int:
 
 
 def cmd_update_flake(args: argparse.Namespace) -> int:
-    nix_dir = _nix_dir(args)
-    changes = flake_inputs.update_lock(nix_dir, args.inputs)
-    lock = (nix_dir / flake_inputs.LOCK_FILE).relative_to(nix_dir.parent)
+    # The lock the hosts are built from: nix/flake.lock, the lab's nix/lab/flake.lock.
+    root = inventory_path(args).parent
+    nix_dir = current_target().lock_dir(root)
+    if not (nix_dir / "flake.nix").is_file():
+        raise NixfleetError(f"no flake at {nix_dir / 'flake.nix'}")
+    changes = flake_inputs.update_lock(nix_dir, args.inputs, root=root)
+    lock = (nix_dir / flake_inputs.LOCK_FILE).relative_to(root)
     changed = [c for c in changes if c.changed]
     table = console.table("input", "before", "after", title=f"{lock}")
     for change in changes:
@@ -70,7 +75,8 @@ def cmd_update_flake(args: argparse.Namespace) -> int:
     console.print_table(table)
     if changed:
         print(f"{lock}: {len(changed)} input{'s' if len(changed) > 1 else ''} changed "
-              f"({', '.join(c.name for c in changed)}); commit it to deploy them")
+              f"({', '.join(c.name for c in changed)}); commit it to deploy them (`nixfleet "
+              "update` builds, deploys and commits in one go)")
     else:
         print(f"{lock}: unchanged")
     return 0

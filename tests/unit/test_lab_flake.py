@@ -51,7 +51,10 @@ def toplevels(directory: Path) -> dict[str, dict[str, Any]]:
     return nixcheck.evaluate("""{ flakeDir }:
       builtins.mapAttrs (name: host: {
         inherit (host.config.system.build.toplevel) etcFiles swBin units;
-      }) ((import (/. + flakeDir + "/flake.nix")).outputs { self = null; }).nixosConfigurations
+      }) ((import (/. + flakeDir + "/flake.nix")).outputs {
+        self = null;
+        labpkgs = (import (/. + flakeDir + "/labpkgs/flake.nix")).outputs { self = null; };
+      }).nixosConfigurations
     """, flakeDir=str(directory / "flake"))
 
 
@@ -128,6 +131,20 @@ def test_the_lab_flake_carries_the_real_flakes_lib_files(fleet, tmp_path, monkey
     assert "ports.json" not in files
 
 
+def test_the_lab_flake_carries_its_lock_and_its_input_where_the_hosts_have_them(
+        fleet, tmp_path, monkeypatch):
+    """Nix 2.8 cannot fetch an input locked by a relative path into a store that lacks it: the
+    hosts' lock names their copy of labpkgs by the repository's narHash."""
+    files = lab_flake(fleet, ROOT, tmp_path, monkeypatch)
+    ours = json.loads((ROOT / "nix" / "lab" / "flake.lock").read_text())["nodes"]["labpkgs"]
+    theirs = json.loads(files["flake.lock"])["nodes"]["labpkgs"]
+    assert theirs["original"] == ours["original"] == {"path": "./labpkgs", "type": "path"}
+    assert theirs["locked"] == {"narHash": ours["locked"]["narHash"],
+                                "path": "/etc/nixos/labpkgs", "type": "path"}
+    for name in ("flake.nix", "versions.json"):
+        assert files[f"labpkgs/{name}"] == (ROOT / "nix" / "lab" / "labpkgs" / name).read_bytes()
+
+
 @needs_nix
 def test_lab_hosts_report_the_nixos_release_of_the_real_flakes_nixpkgs(fleet, tmp_path,
                                                                        monkeypatch):
@@ -136,7 +153,10 @@ def test_lab_hosts_report_the_nixos_release_of_the_real_flakes_nixpkgs(fleet, tm
     systems = nixcheck.evaluate("""{ flakeDir }:
       builtins.mapAttrs (name: host: {
         inherit (host.config.system.build.toplevel) name nixosVersion;
-      }) ((import (/. + flakeDir + "/flake.nix")).outputs { self = null; }).nixosConfigurations
+      }) ((import (/. + flakeDir + "/flake.nix")).outputs {
+        self = null;
+        labpkgs = (import (/. + flakeDir + "/labpkgs/flake.nix")).outputs { self = null; };
+      }).nixosConfigurations
     """, flakeDir=str(tmp_path / "flake"))
     # Not data.system.stateVersion (25.05, the release the hosts were installed with).
     assert {h.system.stateVersion for h in fleet.hosts.values()} == {"25.05"}

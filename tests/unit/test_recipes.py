@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,6 +179,11 @@ def test_format_takes_paths_from_where_it_is_called(project, tmp_path):
 # --- update, update-flake, update-input ----------------------------------------------------
 
 
+# `nixfleet update` checks that git can commit before it changes anything.
+IDENTITY: dict[str, Any] = {f"GIT_{who}_{part}": value for who in ("AUTHOR", "COMMITTER")
+            for part, value in (("NAME", "t"), ("EMAIL", "t@example.org"))}
+
+
 def commit(repo: Path, message: str) -> None:
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", message)
@@ -214,8 +220,10 @@ def lock_rows(output: str) -> dict[str, list[str]]:
 
 
 def test_update_flake_locks_every_input_and_shows_each_change(local_inputs):
+    """`nixfleet update-flake`, the lock alone (the recipes run `nixfleet update`, which
+    builds and commits too: test_update.py, tests/lab/test_update_lab.py)."""
     config, pkgs = local_inputs
-    first = just(config, "update-flake")
+    first = nixfleet(config, "update-flake")
     assert first.returncode == 0, first.stderr
     rows = lock_rows(first.stdout)
     assert set(rows) == {"pkgs", "tools"} and all(before == "-" for before, _ in rows.values())
@@ -227,28 +235,30 @@ def test_update_flake_locks_every_input_and_shows_each_change(local_inputs):
 
     (pkgs / "flake.nix").write_text("{ outputs = _: { version = 2; }; }\n")
     commit(pkgs, "2")
-    second = just(config, "update-input", "pkgs")
+    second = nixfleet(config, "update-flake", "pkgs")
     assert second.returncode == 0, second.stderr
     rows = lock_rows(second.stdout)
     assert rows["pkgs"][0].startswith(rev[:12]) and not rows["pkgs"][1].startswith(rev[:12])
     assert rows["tools"][0] == rows["tools"][1]
     assert "nix/flake.lock: 1 input changed (pkgs); commit it to deploy them" in second.stdout
 
-    again = just(config, "update-flake")
+    again = nixfleet(config, "update-flake")
     assert "nix/flake.lock: unchanged" in again.stdout
 
 
 def test_update_input_names_the_inputs_there_are(local_inputs):
     config, _ = local_inputs
-    result = just(config, "update-input", "nixpkgs")
+    commit(config, "configuration")
+    result = just(config, "update-input", "nixpkgs", **IDENTITY)
     assert result.returncode == 1
     assert "nixfleet: error: no input 'nixpkgs' in nix/flake.nix; inputs: pkgs, tools" in \
         result.stderr.splitlines()
 
 
 def test_without_network_updating_is_one_clear_line(repo):
+    commit(repo, "configuration")
     for recipe in (["update-flake"], ["update-input", "nixpkgs"]):
-        result = just(repo, *recipe)
+        result = just(repo, *recipe, **IDENTITY)
         assert result.returncode == 1
         errors = [line for line in result.stderr.splitlines()
                   if line.startswith("nixfleet: error:")]
@@ -260,12 +270,29 @@ def test_without_network_updating_is_one_clear_line(repo):
 
 
 def test_update_stops_before_deploying_when_the_inputs_cannot_be_updated(repo, tmp_path):
+    commit(repo, "configuration")
     log = tmp_path / "calls"
     stand_in(tmp_path / "bin", "hostname", "echo p620")
-    result = just(repo, "update", PATH=minimal_path(tmp_path / "bin"), LOG=str(log))
+    result = just(repo, "update", PATH=minimal_path(tmp_path / "bin"), LOG=str(log),
+                  **IDENTITY)
     assert result.returncode == 1
     assert "cannot update nix/flake.lock" in result.stderr
     assert "nixfleet deploy" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(("argv", "called"), [
+    (["update"], ["validate --quick", "update --deploy --limit p510"]),  # this machine
+    (["update", "--canary"], ["validate --quick", "update --deploy --limit p510 --canary"]),
+    (["update-flake"], ["update"]),
+    (["update-flake", "--limit", "nvidia"], ["update --limit nvidia"]),
+    (["update-input", "nixpkgs"], ["update --input nixpkgs"]),
+    (["update-input", "nixpkgs", "--deploy"], ["update --input nixpkgs --deploy"]),
+])
+def test_update_recipes_run_nixfleet_update(recorded, argv, called):
+    project, env = recorded
+    result = just(project, *argv, **env)
+    assert result.returncode == 0, result.stderr
+    assert calls(env) == called
 
 
 # --- deploy, per-host recipes, deploy-all --------------------------------------------------

@@ -198,13 +198,15 @@ def test_update_flake(columns, capsys, monkeypatch, tmp_path):
     old = LockedInput("nixpkgs", "0123456789abcdef", 1764000000, None)
     new = LockedInput("nixpkgs", "fedcba9876543210", 1764900000, None)
     home = LockedInput("home-manager", "aaaabbbbccccdddd", 1764000000, None)
-    monkeypatch.setattr(nix.flake_inputs, "update_lock", lambda nix_dir, inputs: [
+    monkeypatch.setattr(nix.flake_inputs, "update_lock", lambda nix_dir, inputs, root: [
         InputChange("nixpkgs", old, new), InputChange("home-manager", home, home),
         InputChange("nixos-hardware", None, LockedInput("nixos-hardware", "1111222233334444",
                                                         1764900000, None))])
     (tmp_path / "nix").mkdir()
-    monkeypatch.setattr(nix, "_nix_dir", lambda args: tmp_path / "nix")
-    nix.cmd_update_flake(argparse.Namespace(inputs=[]))
+    (tmp_path / "nix" / "flake.nix").write_text("{ outputs = _: { }; }\n")
+    (tmp_path / "inventory.py").write_text("")
+    monkeypatch.setenv("NIXFLEET_TARGET", "fleet")
+    nix.cmd_update_flake(argparse.Namespace(inputs=[], inventory=str(tmp_path / "inventory.py")))
     table, summary = capsys.readouterr().out.rstrip("\n").rsplit("\n", 1)
     assert_whole(table, words(
         "nix/flake.lock", "input", "before", "after", "nixpkgs", old.describe(), new.describe(),
