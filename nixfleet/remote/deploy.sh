@@ -101,6 +101,7 @@ take_lock() {
   rm -f "$state_dir"/result-*  # the last deploy's journal (kept until now for status)
   journal="$state_dir/result-$deploy_id"
   : > "$journal"
+  say started "$(date +%s) $owner"  # for nixfleet status: when and by whom
   exec 7> >(reap_holder)
 }
 lost_deployer() {
@@ -337,7 +338,7 @@ run_activation() { # TOPLEVEL ACTION: its switch-to-configuration. Its output go
 }
 newly_failed_units() { # failed now and not before (every failed one with strict_units=1)
   comm -13 <(sed -n 's/^unit //p' <<< "$([ "$strict_units" = 1 ] || echo "$failing_before")" | sort) \
-    <(failed_units) | grep -v '^$' | paste -sd, -
+    <(failed_units) | grep -v '^$' | paste -sd, - | sed 's/,/, /g'
 }
 activation_failure() { # EXIT CODE: why activation failed, or nothing. Exit 4 means a unit is
   # failed, any unit (as NixOS's switch-to-configuration says it): only a new one counts.

@@ -70,7 +70,7 @@ gate_once() { # sets gate_failure to the first problem found (every new failed u
   local key why new_units=
   while IFS=$'\t' read -r key why; do
     if was_failing "$key"; then unjudged[$key]=1
-    elif [ "${key%% *}" = unit ]; then new_units+="${new_units:+,}${key#unit }"
+    elif [ "${key%% *}" = unit ]; then new_units+="${new_units:+, }${key#unit }"
     elif [ -z "$gate_failure" ]; then gate_failure=$why
     fi
   done < <(problems)
