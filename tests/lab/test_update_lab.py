@@ -72,13 +72,14 @@ def nar_hash(lock: bytes) -> str:
     return json.loads(lock)["nodes"]["labpkgs"]["locked"]["narHash"]
 
 
-def test_update_deploy_builds_switches_and_commits_the_lock(repo):
+@pytest.mark.parametrize("rollout", [[], ["--canary"]], ids=["switch", "canary"])
+def test_update_deploy_builds_switches_and_commits_the_lock(repo, rollout):
     before = (repo / LOCK).read_bytes()
     head = git(repo, "rev-parse", "HEAD").strip()
     upstream(repo, "labpkgs: coreutils 9.6", coreutils="9.6")
     assert packages("dex5550") == ["bash-5.2.37", "coreutils-9.5"]
 
-    result = update(repo, "--deploy", "--limit", "dex5550")
+    result = update(repo, "--deploy", *rollout, "--limit", "dex5550")
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "dex5550: 1 package changed, closure" in "\n".join(lines)
@@ -96,7 +97,7 @@ def test_update_deploy_builds_switches_and_commits_the_lock(repo):
     assert message[0] == "nix/lab/flake.lock: update labpkgs"
     assert f"  labpkgs: {nar_hash(before)} -> {nar_hash(after)}" in message
     assert "Built on: dex5550" in message
-    assert "Deployed (switch): dex5550" in message
+    assert f"Deployed (switch{', canary' if rollout else ''}): dex5550" in message
     assert "  upgraded: coreutils 9.5 -> 9.6" in message
     commit = git(repo, "rev-parse", "--short", "HEAD").strip()
     assert f"nix/lab/flake.lock: committed {commit}: update labpkgs" in lines
