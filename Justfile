@@ -164,6 +164,10 @@ perf-test *ARGS:
 ping-hosts *ARGS:
     nixfleet ping {{ARGS}}
 
+# Each host: flake up to date, system, last deploy, verified, failed units, space, alerts; exit 1 on a problem
+status *ARGS:
+    nixfleet status {{ARGS}}
+
 # The built-in lab: boot its hosts (idempotent; --extra N adds clones)
 lab-up *ARGS:
     nixfleet lab up {{ARGS}}

@@ -1,11 +1,11 @@
 """The `nixfleet` command: inventory, validation, deploys, facts, secrets, the lab.
 
 Each command is a module that registers its subparser: nixfleet/commands/ (inventory and
-generate, validate, deploy, facts, ping, monitoring, check-syntax, check-nix, check-flake,
-update-flake, update and import), nixfleet/secrets/cli.py and nixfleet/verify/cli.py; what they
-share (--inventory, --limit) is nixfleet/commands/options.py. Commands from outside the
-production code, the lab's (nixfleet/lab/cli.py), are found by their entry points (group
-`nixfleet.commands` in pyproject.toml), as targets are (nixfleet/target.py).
+generate, validate, deploy, facts, ping, status, monitoring, check-syntax, check-nix,
+check-flake, update-flake, update and import), nixfleet/secrets/cli.py and
+nixfleet/verify/cli.py; what they share (--inventory, --limit) is nixfleet/commands/options.py.
+Commands from outside the production code, the lab's (nixfleet/lab/cli.py), are found by their
+entry points (group `nixfleet.commands` in pyproject.toml), as targets are (nixfleet/target.py).
 
 Every failure the user can cause ends in one line `nixfleet: error: ...` and a non-zero exit.
 """
@@ -27,6 +27,7 @@ from nixfleet.commands import (
     monitoring,
     nix,
     ping,
+    status,
     update,
     validate,
 )
@@ -35,8 +36,8 @@ from nixfleet.errors import NixfleetError
 from nixfleet.secrets import cli as secrets_cli
 from nixfleet.verify import cli as verify_cli
 
-COMMANDS = (inventory, validate, deploy, facts, ping, gc, monitoring, nix, update, import_flake,
-            secrets_cli, verify_cli)
+COMMANDS = (inventory, validate, deploy, facts, ping, status, gc, monitoring, nix, update,
+            import_flake, secrets_cli, verify_cli)
 ENTRY_POINT_GROUP = "nixfleet.commands"  # name = "module:register"
 
 

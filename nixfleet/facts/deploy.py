@@ -13,9 +13,10 @@ from nixfleet.facts.errors import FactParseError
 from nixfleet.facts.parsers.boot import BOOT_KEYS, BOOT_SPACE_SCRIPT, BootSpace, parse_boot_space
 from nixfleet.facts.parsers.deploy import LAST_DEPLOY, parse_last_deploy
 from nixfleet.facts.parsers.nix import SYSTEM_PROFILE, generation_number
+from nixfleet.facts.parsers.status import RECORD, VERIFIED, VerifiedRecord, parse_verified
 from nixfleet.facts.results import FactResult
 
-RECORD = "/var/lib/nixfleet/flake.sha256"  # what nixfleet last wrote into the flake directory
+__all__ = ["RECORD", "DeployState", "HostDeployState", "parse_deploy_state"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class DeployState(FactResult):
     last_hash: str | None = None
     last_toplevel: str | None = None
     record_hash: str | None = None
+    # What the last verification checked (nixfleet.verify records it), None: never.
+    verified: VerifiedRecord | None = None
     # The boot partition, the generations' boot files and the store's room (pre-flight).
     boot: BootSpace = field(default_factory=BootSpace)
 
@@ -46,7 +49,7 @@ def parse_deploy_state(text: str) -> DeployState:
         key, _, rest = line.partition(" ")
         if key in BOOT_KEYS:
             boot.append(line)
-        elif key in ("generation", "current", "profile", "last-deploy", "record"):
+        elif key in ("generation", "current", "profile", "last-deploy", "record", "verified"):
             values[key] = rest.strip()
         elif key == "stray":
             strays.append(rest)
@@ -61,7 +64,16 @@ def parse_deploy_state(text: str) -> DeployState:
         current_system=values.get("current") or None,
         profile_system=values.get("profile") or None,
         last_hash=last.flake_hash, last_toplevel=last.toplevel,
-        record_hash=values.get("record") or None, boot=parse_boot_space(boot))
+        record_hash=values.get("record") or None, verified=_verified(values.get("verified", "")),
+        boot=parse_boot_space(boot))
+
+
+def _verified(text: str) -> VerifiedRecord | None:
+    """A damaged verification record counts as none: the system is verified again."""
+    try:
+        return parse_verified(text)
+    except FactParseError:
+        return None
 
 
 class HostDeployState(FactBase[DeployState]):
@@ -83,6 +95,7 @@ class HostDeployState(FactBase[DeployState]):
             f' echo "profile $(readlink -f {SYSTEM_PROFILE})";'
             f' echo "last-deploy $(cat {LAST_DEPLOY} 2>/dev/null)";'
             f' echo "record $([ -f {RECORD} ] && sha256sum < {RECORD} | cut -c1-64)";'
+            f' echo "verified $(cat {VERIFIED} 2>/dev/null)";'
             f" {BOOT_SPACE_SCRIPT}"
             ' cd "$d" 2>/dev/null || exit 0;'
             " find . -type f -printf '%P\\0' | sort -z | xargs -0r sha256sum --;"

@@ -25,6 +25,8 @@ Keys (one line each unless marked repeated):
   warning (repeated)  one line: something that did not judge the deploy (failing before and after)
   gate                passed | failed (mode=health)
   phase_NAME          seconds spent in NAME: lock, flake, build, activate, gate
+  started             "EPOCH USER@MACHINE": when the deploy took the lock, and whose it is
+                      (for `nixfleet status`, which reads it from the host's journal)
   duration            seconds on the host
 """
 
