@@ -70,6 +70,8 @@ class HostPlan:
     noop: bool = False  # nothing to do (the facts say so): the preview is the outcome
     steps: list[StepOutcome] = field(default_factory=list)
     verify: bool = False  # verified after the run when it changed the host
+    # Why it is verified even when nothing changes (its running system never was), or None.
+    unverified: str | None = None
     member: Member | None = None  # in a canary rollout: the host as the waves see it
     watched: Watched | None = None  # ... and as its wave's alert gate does
 
@@ -143,14 +145,25 @@ class DeployRun:
         failed hosts."""
         done = self.verification or Verification()
         self.verification = done
+        why: dict[str, str] = {}
         if names is None:
-            names = [o.host for o in self.outcomes() if o.result is Result.CHANGED
-                     and self.plans[o.host].verify and o.host not in done.hosts]
+            names = []
+            for o in self.outcomes():
+                plan = self.plans.get(o.host)
+                if plan is None or not plan.verify or o.host in done.hosts:
+                    continue
+                if o.result is Result.CHANGED:
+                    names.append(o.host)
+                elif o.result is Result.UNCHANGED and plan.unverified:
+                    names.append(o.host)  # a system nothing ever checked: checked now
+                    why[o.host] = plan.unverified
         if not names:
             return
         from nixfleet.verify.run import verify
 
         print(f"nixfleet: verifying {', '.join(names)}", flush=True)
+        for name, reason in why.items():
+            print(f"nixfleet: {name}: unchanged, verified because {reason}", flush=True)
         log = project_root() / ".deploy-logs" / self.deploy_id / f"verify-{'-'.join(names)}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -510,7 +523,7 @@ def deploy(action: Action | str) -> None:
     verify = settings["verify"] and not _flag(host.data.get("no_verify")) and (
         action.live or reboot_now)
     run.plans[host.name] = HostPlan(action, rebuilt, preview, noop=plan.noop is not None,
-                                    verify=verify)
+                                    verify=verify, unverified=unverified(state))
     if canary:
         model = Deploy.model_validate(settings)
         this = next(h for h in _fleet_hosts() if h.name == host.name)
@@ -522,6 +535,18 @@ def deploy(action: Action | str) -> None:
         nixos.reboot(name="reboot into the new generation",
                      rebuilt=None if plan.noop else rebuilt, owner=run.owner,
                      only_if_required=auto, rollback=rollback, **safety)
+
+
+def unverified(state: DeployState) -> str | None:
+    """Why the host's running system needs a verification it never had, or None."""
+    running, record = state.current_system, state.verified
+    if not running:
+        return None
+    if record is None or record.toplevel != running:
+        return f"it runs {running}, which no verification checked"
+    if not record.passed:
+        return f"the last verification of {running} failed"
+    return None
 
 
 def _canary_problem(action: Action, settings: dict) -> str | None:

@@ -22,7 +22,8 @@ def verify(inventory: Path, hosts: Sequence[str], workers: int | None = None,
            junit: Path | None = None, identities: Sequence[str] = (),
            log: Path | None = None) -> Verification:
     """Run the suite on `hosts` (inventory names, already selected); its output goes to `log`
-    (default: discarded). Raise NixfleetError when the suite itself cannot run."""
+    (default: discarded); each host checked records the result (nixfleet.verify.record).
+    Raise NixfleetError when the suite itself cannot run."""
     suite = inventory.parent / SUITE
     if not suite.is_dir():
         raise NixfleetError(f"no verification suite: {suite} is missing")
@@ -58,4 +59,10 @@ def verify(inventory: Path, hosts: Sequence[str], workers: int | None = None,
             where = f" (see {log})" if log else ""
             raise NixfleetError(f"the verification suite could not run: pytest exited "
                                 f"{code}{where}")
-        return Verification.read(report)
+        result = Verification.read(report)
+    # Remembered on each host checked (which system, when, the result): nixfleet status.
+    from nixfleet.verify.record import record_verification
+
+    for line in record_verification(inventory, result):
+        print(line, file=sys.stderr, flush=True)
+    return result
