@@ -277,7 +277,9 @@ build_system() {
       >"$build_out" 2>"$build_log" </dev/null &
     if ! heartbeat_until_done $!; then
       tail -n 20 "$build_log" >&2
-      finish failed "build failed: $(tail -n 1 "$build_log")" 1
+      # Nix's last line, unless it is only its hint about --show-trace.
+      finish failed "build failed: $(grep -v -e '^(use .--show-trace' -e '^$' "$build_log" \
+        | tail -n 1)" 1
     fi
     toplevel=$(sed -n 's/.*"out":"\([^"]*\)".*/\1/p' "$build_out")
     [ -n "$toplevel" ] || finish failed "nix build printed no output path" 1

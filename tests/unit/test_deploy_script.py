@@ -130,6 +130,15 @@ def test_a_failed_build_fails_with_nix_s_last_line(host: Host):
     assert host.activations() == [] and host.generation() == 1
 
 
+def test_a_failed_build_names_nix_s_error_not_its_hint(host: Host):
+    # Nix 2.8 ends an evaluation error with a hint and an empty line after the error.
+    host.build_fails("error: builder for '/nix/store/x.drv' failed with exit code 1\n\n"
+                     "(use '--show-trace' to show detailed location information)")
+    run = host.deploy(Action.SWITCH, FILES)
+    assert run.outcome.reason == \
+        "build failed: error: builder for '/nix/store/x.drv' failed with exit code 1"
+
+
 def test_a_system_built_by_the_deployer_is_not_built_again(host: Host):
     prebuilt = host.system("local")
     run = host.deploy(Action.SWITCH, FILES, prebuilt=prebuilt)
