@@ -298,6 +298,8 @@ class DeployRun:
                              f"wrote there: {_drift_line(r.drift)}")
             if r.backup:
                 lines.append(f"  {r.host}: kept what it replaced in {r.backup}")
+            lines += [f"  {r.host}: removed an older backup, {path} (the newest 3 are kept)"
+                      for path in r.backups_removed]
             if r.verification is not None:
                 v = r.verification
                 lines.append(f"  {r.host}: verified: " + (
@@ -340,12 +342,16 @@ class DeployRun:
 def _drift_line(drift: list[str], shown: int = 4) -> str:
     """"edited 2 files: a, b; added 30 files: c, d, e, f, ..." (all of them in summary.json)."""
     by_kind: dict[str, list[str]] = {}
+    notes = []  # "record damaged: ...": said as it is
     for entry in drift:
         kind, _, path = entry.partition(" ")
-        by_kind.setdefault(kind, []).append(path)
-    return "; ".join(
+        if kind in ("edited", "added", "deleted"):
+            by_kind.setdefault(kind, []).append(path)
+        else:
+            notes.append(entry)
+    return "; ".join([*notes, *(
         f"{kind} {len(paths)} file{'s' if len(paths) > 1 else ''}: {', '.join(paths[:shown])}"
-        + (", ..." if len(paths) > shown else "") for kind, paths in by_kind.items())
+        + (", ..." if len(paths) > shown else "") for kind, paths in by_kind.items())])
 
 
 def _dash(value: object) -> str:

@@ -103,6 +103,7 @@ class HostOutcome:
     would: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     backup: str | None = None
+    backups_removed: list[str] = field(default_factory=list)  # older backups (3 are kept)
     # What did not judge this deploy: units, services, checks failing before and after it.
     warnings: list[str] = field(default_factory=list)
     # The same as "KIND NAME" lines (deploy.sh's baseline), for a later health gate (reboot).
@@ -135,7 +136,8 @@ class HostOutcome:
             "flake": self.flake, "duration": self.duration,
             "closure_before": self.closure_before, "closure_after": self.closure_after,
             "closure_delta": self.closure_delta, "diff": self.diff, "would": self.would,
-            "drift": self.drift, "backup": self.backup, "warnings": self.warnings,
+            "drift": self.drift, "backup": self.backup,
+            "backups_removed": self.backups_removed, "warnings": self.warnings,
             "phases": self.phases,
             "verification": self.verification and self.verification.to_json(),
             "wave": self.wave,

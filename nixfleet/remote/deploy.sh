@@ -38,6 +38,7 @@ current_system=${NIXFLEET_CURRENT_SYSTEM:-/run/current-system}
 state_dir=${NIXFLEET_STATE_DIR:-/var/lib/nixfleet}
 run_dir=${NIXFLEET_RUN_DIR:-/run/nixfleet}
 record=$state_dir/flake.sha256  # every file nixfleet last wrote into the flake directory
+RECORD_DAMAGED="record damaged: the whole directory is compared with this repository"
 manifest=.nixfleet-manifest     # the same listing, as the deployer wants it (in the delta)
 export NIX_CONFIG="experimental-features = nix-command flakes"
 export LC_ALL=C  # one sort order, the deployer's (code points)
@@ -147,6 +148,28 @@ recover_swap() { # a swap cut short by a dropped connection or a kill: finish or
   rm -rf "$flake_dir.nixfleet-old" "$flake_dir.nixfleet-new"
 }
 
+record_damaged() { # RECORD: a line that is not "SHA256  PATH", or a path twice (then none of
+  # it can be trusted: garbage in it would be named as deleted files)
+  local line
+  local -A seen=()
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    [[ $line =~ ^[0-9a-f]{64}\ \ [^[:space:]] ]] || return 0
+    [ -z "${seen[${line:66}]+listed}" ] || return 0
+    seen[${line:66}]=1
+  done <<< "$1"
+  return 1
+}
+keep_backups=3  # the newest backups of a hand-edited flake directory kept; older ones go
+prune_backups() {
+  local old
+  while IFS= read -r old; do
+    [ -n "$old" ] || continue
+    rm -rf -- "$old" && say backup_removed "$old"
+  done < <(find "$(dirname "$flake_dir")" -maxdepth 1 -name "${flake_dir##*/}.nixfleet-backup-*" \
+      -printf '%p\n' | sort -rV | tail -n +$((keep_backups + 1)))
+}
+
 report_drift() { # CURRENT OURS STRAYS: how the directory differs from what nixfleet last
   # wrote (OURS); a copy of it is kept when it holds anything nixfleet did not write
   local kind path keep=0
@@ -165,6 +188,7 @@ report_drift() { # CURRENT OURS STRAYS: how the directory differs from what nixf
     backup="$flake_dir.nixfleet-backup-$deploy_id"  # the deploy id starts with the date
     cp -a "$flake_dir" "$backup" || finish failed "could not back up $flake_dir to $backup" 1
     say backup "$backup"
+    prune_backups
   fi
 }
 
@@ -180,10 +204,17 @@ apply_flake() { # the uploaded delta, applied to a copy that is then swapped in
   current=$(listing "$flake_dir")
   stray=$(strays "$flake_dir")
   read_file ours "$record"
+  local damaged=0
+  # A NUL byte ends what bash reads of it: counted apart.
+  if record_damaged "$ours" || { [ -f "$record" ] \
+      && [ "$(tr -d '\000' < "$record" | wc -c)" != "$(wc -c < "$record")" ]; }; then
+    damaged=1
+  fi
   if [ "$tarball" = - ]; then
     # Nothing sent: the deployer saw the flake it wants. Is it still so, under the lock?
     [ -z "$stray" ] && [ "$(hash_of <<< "$current")" = "$want_hash" ] \
       || finish failed "the flake in $flake_dir changed since this deploy read it; deploy again" 1
+    [ "$damaged" = 0 ] || say drift "$RECORD_DAMAGED"
     [ "$current" = "$ours" ] || write_record "$current"
     say flake unchanged
     return
@@ -219,6 +250,11 @@ apply_flake() { # the uploaded delta, applied to a copy that is then swapped in
   if ! (cd "$staging" && sha256sum --quiet --strict -c - <<< "$want_listing" >/dev/null 2>&1); then
     rm -rf "$staging"
     finish failed "the flake in $flake_dir changed since this deploy read it; deploy again" 1
+  fi
+  if [ "$damaged" = 1 ]; then
+    # What nixfleet wrote is unknown: the directory is compared with what is wanted.
+    say drift "$RECORD_DAMAGED"
+    ours=$want_listing
   fi
   [ ! -d "$flake_dir" ] || { [ "$current" = "$ours" ] && [ -z "$stray" ]; } \
     || report_drift "$current" "$ours" "$stray"

@@ -11,9 +11,11 @@ Keys (one line each unless marked repeated):
   built_on            target | deployer
   flake               changed | unchanged: whether the flake directory was rewritten
   drift (repeated)    "edited PATH", "deleted PATH", "added PATH": how the flake directory
-                      differed from what nixfleet last wrote there
+                      differed from what nixfleet last wrote there; first "record damaged:
+                      ..." when that record could not be read (then from what is wanted)
   backup              where the host kept the directory it replaced (when edited or added
                       files were in it)
+  backup_removed (repeated)  an older backup removed (the newest 3 are kept)
   closure_before      closure sizes in bytes
   closure_after
   diff (repeated)     a line of `nix store diff-closures`
@@ -105,6 +107,7 @@ def _float(value: str) -> float | None:
 
 
 REPEATED = ("diff", "would", "drift", "failing_before")
+LISTS = {"backup_removed": "backups_removed"}  # repeated keys kept under another name
 INTEGERS = ("generation_before", "generation_after", "closure_before", "closure_after")
 
 
@@ -117,6 +120,8 @@ def parse(host: str, action: Action, output: Sequence[str]) -> HostOutcome:
             getattr(outcome, key).append(value)
         elif key == "warning":
             outcome.warnings.append(value)
+        elif key in LISTS:
+            getattr(outcome, LISTS[key]).append(value)
         elif key.startswith("phase_"):
             seconds = _float(value)
             if seconds is not None:

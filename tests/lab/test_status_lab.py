@@ -1,6 +1,7 @@
 """`nixfleet status` on the lab (issue 23): after a verified switch every host is up to date
 and verified (exit 0); a file edited in razer's flake directory is named (exit 1); a deployer
-killed after the switch leaves its host not verified, and the next plain deploy verifies it."""
+killed after the switch leaves its host not verified, and the next plain deploy verifies it;
+a damaged record of the flake directory gives the right drift list."""
 
 from __future__ import annotations
 
@@ -72,6 +73,34 @@ def test_a_file_edited_in_razers_flake_directory_is_named(switched):
     assert row["flake_state"] == "hand-edited" and row["flake_files"] == ["edited flake.nix"]
     assert "razer: flake directory hand-edited on the host: edited flake.nix" in table
     assert status(ROOT, "--limit", "razer")[0] == 0  # restored
+
+
+def test_a_damaged_record_gives_the_right_drift_list(switched):
+    """razer's record of its flake directory filled with garbage and one file edited: status
+    and the next deploy say the record is damaged and name exactly the edited file (no piece
+    of the garbage as a deleted file, the edited file not as added)."""
+    on("razer", "cp -a /etc/nixos/flake.nix /root/flake.nix.saved && "
+                "echo '# edited by hand' >> /etc/nixos/flake.nix && "
+                "head -c 3000 /dev/urandom | base64 > /var/lib/nixfleet/flake.sha256")
+    try:
+        code, report, table = status(ROOT, "--limit", "razer")
+        assert code == 1
+        (row,) = report["hosts"]
+        assert row["flake_state"] == "record-damaged" and row["flake_files"] == ["flake.nix"]
+        assert report["problems"] == [
+            "razer: record damaged: the whole directory is compared with this repository; "
+            "1 files differ: flake.nix"], table
+        result, summary = deploy(ROOT, "switch", "--limit", "razer")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert summary["razer"]["drift"] == [
+            "record damaged: the whole directory is compared with this repository",
+            "edited flake.nix"]
+        backup = summary["razer"]["backup"]
+        assert backup and on("razer", f"cat {backup}/flake.nix").stdout.endswith(
+            "# edited by hand\n")
+        assert status(ROOT, "--limit", "razer")[0] == 0
+    finally:
+        on("razer", "rm -rf /root/flake.nix.saved /etc/nixos.nixfleet-backup-*")
 
 
 @pytest.fixture

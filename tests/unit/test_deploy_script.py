@@ -438,6 +438,56 @@ def test_damage_is_reported_backed_up_and_converged(host: Host, damage, drift, k
         assert host.leftovers() == [backup.name]
 
 
+RECORD_DAMAGED = "record damaged: the whole directory is compared with this repository"
+
+
+@pytest.mark.parametrize("garbage", [
+    "\x00\x01 not a record at all\n{ outputs = 1; }\n",
+    "deadbeef  flake.nix\n",  # a short hash
+    None,  # a path twice
+], ids=["garbage", "short-hash", "path-twice"])
+def test_a_damaged_record_is_said_and_the_directory_compared_with_what_is_wanted(
+        host: Host, garbage):
+    host.deploy(Action.PUSH, FILES)
+    (host.flake / "hosts" / "web1.json").write_text("edited by hand\n")
+    (host.flake / "notes.txt").write_text("mine\n")
+    (host.flake / "flake.nix").unlink()
+    record = host.state / "flake.sha256"
+    text = record.read_text()
+    record.write_text(text + text.splitlines()[0] + "\n" if garbage is None else
+                      text[:70] + garbage + text[70:])
+    run = host.deploy(Action.PUSH, FILES)
+    # Named from what is wanted: no piece of the garbage is a "deleted" file, and the edited
+    # file is "edited", not "added".
+    assert (run.outcome.result, run.outcome.drift) == (Result.CHANGED, [
+        RECORD_DAMAGED, "deleted flake.nix", "edited hosts/web1.json", "added notes.txt"])
+    assert host.flake_files() == FILES and host.record() == manifest(FILES)
+    assert run.outcome.backup is not None
+    # The next deploy finds a sound record again.
+    assert host.deploy(Action.PUSH, FILES).outcome.drift == []
+
+
+def test_a_damaged_record_where_nothing_is_sent_is_rewritten(host: Host):
+    host.deploy(Action.PUSH, FILES)
+    (host.state / "flake.sha256").write_text("garbage\n")
+    run = host.deploy(Action.PUSH, FILES, tarball="-")
+    assert (run.outcome.result, run.outcome.drift) == (Result.CHANGED, [RECORD_DAMAGED])
+    assert host.record() == manifest(FILES) and run.outcome.backup is None
+
+
+def test_the_newest_three_backups_are_kept_and_the_summary_says_which_went(host: Host):
+    host.deploy(Action.PUSH, FILES)
+    backups = []
+    for round_ in range(5):
+        (host.flake / "hosts" / "web1.json").write_text(f"edit {round_}\n")
+        run = host.deploy(Action.PUSH, FILES)
+        backups.append(run.outcome.backup)
+        removed = backups[:-3]
+        assert run.outcome.backups_removed == (removed[-1:] if round_ >= 3 else []), round_
+        assert sorted(host.leftovers()) == sorted(Path(str(b)).name for b in backups[-3:])
+    assert run.values["backup_removed"] == backups[1]
+
+
 def test_a_swap_cut_short_after_the_old_directory_moved_is_undone(host: Host):
     host.deploy(Action.PUSH, FILES)
     delta = host.tarball(NEWER)  # computed before the cut

@@ -31,6 +31,8 @@ def parse_record(text: str) -> dict[str, str] | None:
 
     + text: the record's content ("" when there is none: no file was written yet)
     """
+    if "\x00" in text:
+        return None
     files: dict[str, str] = {}
     for line in text.splitlines():
         if not line:
