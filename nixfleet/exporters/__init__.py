@@ -14,6 +14,13 @@ standard library and prometheus_client are enough.
     nixos_reboot_required                1: running kernel, initrd or modules differ from booted
     nixos_system_info{nixos_version, configuration_revision}               1
     nixos_deployed_flake_info{flake_hash, toplevel}  1: the last nixfleet deploy finished here
+    nixos_booted_system_differs          1: the running system is not the booted one
+    nixos_last_deploy_timestamp          when the last nixfleet deploy started (its journal)
+    nixos_last_deploy_success            1: it ended changed, unchanged or built; else 0
+    nixos_last_deploy_info{deploy_id, result}                               1
+    nixos_system_verified                1: nixfleet's last verification checked the running
+                                         system and passed (/var/lib/nixfleet/verified); else 0
+    nixos_last_verification_timestamp    when that verification ran
     nixos_store_size_bytes               NAR size of all valid store paths (Nix's database)
     nixos_store_paths              valid store paths
     nixos_store_derivations_total        of which derivations (.drv)
@@ -30,7 +37,8 @@ standard library and prometheus_client are enough.
     nixos_exporter_source_error{source}  1 while the source cannot be read, else 0
     nixos_exporter_source_duration_seconds{source}, ..._source_last_read_timestamp_seconds{source}
 
-Sources: generations, system, deploy, nix_daemon, channels, boot (every ``--interval``, 30 s),
+Sources: generations, system, deploy, last_deploy, verification, nix_daemon, channels, boot
+(every ``--interval``, 30 s; system and verification at most every 5 s),
 store, gc_roots (every ``--store-interval``, 300 s), lspci, nvidia-smi, rocm-smi (gpu.py).
 
 ``nixfleet-systemd-exporter`` (systemd.py, port 9102; ``python -m nixfleet.exporters.systemd``)::

@@ -23,7 +23,8 @@ from pathlib import Path, PurePosixPath
 from nixfleet.exporters import serve
 from nixfleet.exporters.gpu import GPU_FAMILIES, gpu_sources
 from nixfleet.exporters.sources import Family, Sample, Source, run, sample
-from nixfleet.facts.parsers.deploy import LAST_DEPLOY, LastDeploy, parse_last_deploy
+from nixfleet.facts.parsers.deploy import LAST_DEPLOY as LAST_DEPLOY_FILE
+from nixfleet.facts.parsers.deploy import LastDeploy, parse_last_deploy
 from nixfleet.facts.parsers.nix import (
     LINK_DATE_FORMAT,
     SYSTEM_PROFILE,
@@ -40,6 +41,15 @@ from nixfleet.facts.parsers.nix import (
     store_usage_command,
     system_links_command,
 )
+from nixfleet.facts.parsers.status import (
+    JOURNAL_PREFIX,
+    STATE_DIR,
+    VERIFIED,
+    DeployJournal,
+    VerifiedRecord,
+    parse_journal,
+    parse_verified,
+)
 from nixfleet.facts.parsers.systemd import UnitStatus, parse_unit_show, unit_show_command
 
 PORT = 9101  # nix/lib/ports.json: nixosExporter
@@ -47,6 +57,7 @@ PREFIX = "nixos_exporter"
 # root's channels profile: one entry per channel `nix-channel --update` installed.
 CHANNELS_PROFILE = "/nix/var/nix/profiles/per-user/root/channels"
 NIX_DAEMON_UNITS = ("nix-daemon.service", "nix-daemon.socket")
+DEPLOY_SUCCESS = ("changed", "unchanged", "built")  # the last deploy's results that are no failure
 
 GENERATIONS = Family("nixos_generations_total", "Generations of the system profile")
 GENERATION_CURRENT = Family(
@@ -69,6 +80,28 @@ DEPLOYED_FLAKE = Family(
     "The flake directory hash and system of the last nixfleet deploy that finished here",
     ("flake_hash", "toplevel"),
 )
+BOOTED_DIFFERS = Family(
+    "nixos_booted_system_differs",
+    "1 when the running system is not the booted one (switched since boot), else 0",
+)
+SYSTEM_VERIFIED = Family(
+    "nixos_system_verified",
+    "1 when nixfleet's last verification checked the running system and it passed, else 0",
+)
+LAST_VERIFICATION = Family(
+    "nixos_last_verification_timestamp", "When nixfleet last verified this host (Unix time)"
+)
+LAST_DEPLOY = Family(
+    "nixos_last_deploy_timestamp", "When the last nixfleet deploy here started (Unix time)"
+)
+LAST_DEPLOY_SUCCESS = Family(
+    "nixos_last_deploy_success",
+    "1 when the last nixfleet deploy here ended changed, unchanged or built, else 0",
+)
+LAST_DEPLOY_INFO = Family(
+    "nixos_last_deploy_info", "The last nixfleet deploy here: its id and result",
+    ("deploy_id", "result"),
+)  # fmt: skip
 STORE_SIZE = Family(
     "nixos_store_size_bytes", "Total NAR size of the store's valid paths (Nix's database)"
 )
@@ -87,8 +120,9 @@ BOOT_ENTRIES = Family(
 )
 FAMILIES = (
     GENERATIONS, GENERATION_CURRENT, LAST_REBUILD, REBOOT_REQUIRED, SYSTEM_INFO, DEPLOYED_FLAKE,
-    STORE_SIZE, STORE_PATHS, STORE_DERIVATIONS, GC_ROOTS, NIX_DAEMON_ACTIVE, CHANNELS,
-    BOOT_ENTRIES, *GPU_FAMILIES,
+    BOOTED_DIFFERS, SYSTEM_VERIFIED, LAST_VERIFICATION, LAST_DEPLOY, LAST_DEPLOY_SUCCESS,
+    LAST_DEPLOY_INFO, STORE_SIZE, STORE_PATHS, STORE_DERIVATIONS, GC_ROOTS, NIX_DAEMON_ACTIVE,
+    CHANNELS, BOOT_ENTRIES, *GPU_FAMILIES,
 )  # fmt: skip
 
 
@@ -132,8 +166,13 @@ def sources(host: Host, interval: float, store_interval: float) -> list[Source]:
         Source("system",
                lambda: parse_system_links(run("readlink", system_links_command(host.path("/run")))),
                system_samples, min(interval, SYSTEM_INTERVAL)),
-        Source("deploy", lambda: read_last_deploy(host.path(LAST_DEPLOY)), deploy_samples,
+        Source("deploy", lambda: read_last_deploy(host.path(LAST_DEPLOY_FILE)), deploy_samples,
                interval),
+        Source("last_deploy", lambda: read_journal(host.path(STATE_DIR)), journal_samples,
+               interval),
+        Source("verification",
+               lambda: read_verification(host.path(VERIFIED), host.path("/run/current-system")),
+               verification_samples, min(interval, SYSTEM_INTERVAL)),
         Source("nix_daemon",
                lambda: parse_unit_show(run("systemctl", unit_show_command(NIX_DAEMON_UNITS))),
                daemon_samples, interval),
@@ -168,6 +207,7 @@ def system_samples(system: RunningSystem) -> Iterator[Sample]:
         raise FileNotFoundError("no current-system link: not a NixOS system")
     if system.booted is not None:
         yield sample(REBOOT_REQUIRED, float(system.reboot_required))
+        yield sample(BOOTED_DIFFERS, float(system.booted.store_path != system.current.store_path))
     yield sample(
         SYSTEM_INFO, 1,
         system.current.nixos_version or "", system.current.configuration_revision or "",
@@ -184,6 +224,51 @@ def read_last_deploy(path: str) -> LastDeploy | None:
 def deploy_samples(last: LastDeploy) -> Iterator[Sample]:
     if last.flake_hash:
         yield sample(DEPLOYED_FLAKE, 1, last.flake_hash, last.toplevel or "")
+
+
+def read_journal(state_dir: str) -> DeployJournal | None:
+    """The last deploy's journal (deploy.sh keeps one, result-<deploy id>); None: none yet."""
+    try:
+        names = sorted(n for n in os.listdir(state_dir) if n.startswith(JOURNAL_PREFIX))
+    except FileNotFoundError:
+        return None
+    if not names:
+        return None
+    newest = names[-1]
+    text = Path(state_dir, newest).read_text(errors="replace")
+    return parse_journal(newest[len(JOURNAL_PREFIX):], text.splitlines())
+
+
+def journal_samples(journal: DeployJournal) -> Iterator[Sample]:
+    if journal.started is not None:
+        yield sample(LAST_DEPLOY, journal.started)
+    yield sample(LAST_DEPLOY_SUCCESS, float(journal.result in DEPLOY_SUCCESS))
+    yield sample(LAST_DEPLOY_INFO, 1, journal.deploy_id, journal.result or "none")
+
+
+@dataclass(frozen=True)
+class Verification:
+    running: str
+    record: VerifiedRecord | None
+
+
+def read_verification(record: str, current_system: str) -> Verification:
+    running = os.path.realpath(current_system)
+    if not os.path.exists(running):
+        raise FileNotFoundError("no current-system link: not a NixOS system")
+    try:
+        text = Path(record).read_text()
+    except FileNotFoundError:
+        text = ""  # never verified
+    return Verification(running, parse_verified(text))
+
+
+def verification_samples(verification: Verification) -> Iterator[Sample]:
+    record = verification.record
+    yield sample(SYSTEM_VERIFIED, float(
+        record is not None and record.passed and record.toplevel == verification.running))
+    if record is not None:
+        yield sample(LAST_VERIFICATION, record.time)
 
 
 def daemon_samples(units: dict[str, UnitStatus]) -> Iterator[Sample]:

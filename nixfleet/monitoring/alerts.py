@@ -1,12 +1,12 @@
-"""The alert rules: the original's seven, corrected, and five on nixfleet's own metrics.
+"""The alert rules: the original's seven, corrected, and seven on nixfleet's own metrics.
 
 Corrections to the original: CPU from `rate` by host (it used `irate` by instance), disk usage
 without pseudo filesystems, the Nix store's size from the NixOS exporter (it read the size of a
 /nix/store *filesystem*, which a NixOS host does not have), HostDown only for the node exporter
 (every job's `up` counted as a host), network traffic in both directions and not on loopback.
-New: ExporterDown, ExporterSourceFailing, RebootRequired, GpuTemperatureHigh and
-SystemdUnitsFailed (the systemd exporter's count, also where the node exporter's systemd
-collector is missing).
+New: ExporterDown, ExporterSourceFailing, RebootRequired, HostNotVerified, RebootPending,
+GpuTemperatureHigh and SystemdUnitsFailed (the systemd exporter's count, also where the node
+exporter's systemd collector is missing).
 Every alert has `severity` (critical, warning, info: Alertmanager routes on it) and `service`
 (Alertmanager groups on it) labels, and a summary naming the host.
 
@@ -103,6 +103,18 @@ GROUPS: dict[str, tuple[Alert, ...]] = {
               "1h", "info", "nix",
               "{{ $labels.host }} runs a kernel, initrd or kernel modules other than its "
               "current generation's: reboot it"),
+        # nixfleet's own: a system no verification checked (a deployer killed after the
+        # switch), and a switch not booted into for a day.
+        Alert("HostNotVerified",
+              f"{m.NIXOS_SYSTEM_VERIFIED} == 0",
+              "1h", "warning", "nix",
+              "{{ $labels.host }} runs a system that no nixfleet verification checked "
+              "(or whose verification failed): nixfleet verify"),
+        Alert("RebootPending",
+              f"{m.NIXOS_BOOTED_DIFFERS} == 1",
+              "1d", "warning", "nix",
+              "{{ $labels.host }} has run a system other than the booted one for more than a "
+              "day: reboot it"),
     ),
     "systemd": (
         # The original's, per unit, from the node exporter's systemd collector.

@@ -25,6 +25,12 @@ NIXOS_GENERATION_CURRENT = "nixos_generation_current"
 NIXOS_LAST_REBUILD = "nixos_last_rebuild_timestamp"  # seconds since the epoch
 NIXOS_REBOOT_REQUIRED = "nixos_reboot_required"  # 1: booted kernel, initrd or modules differ
 NIXOS_SOURCE_ERROR = "nixos_exporter_source_error"  # {source}: 1 while a source cannot be read
+NIXOS_BOOTED_DIFFERS = "nixos_booted_system_differs"  # 1: a switch since boot (not booted yet)
+NIXOS_SYSTEM_VERIFIED = "nixos_system_verified"  # 1: the running system passed verification
+NIXOS_LAST_VERIFICATION = "nixos_last_verification_timestamp"  # seconds since the epoch
+NIXOS_LAST_DEPLOY = "nixos_last_deploy_timestamp"  # seconds since the epoch
+NIXOS_LAST_DEPLOY_SUCCESS = "nixos_last_deploy_success"  # 1: changed, unchanged or built
+NIXOS_LAST_DEPLOY_INFO = "nixos_last_deploy_info"  # {deploy_id, result}: 1
 
 # The systemd exporter (must match nixfleet/exporters).
 SYSTEMD_UNITS_FAILED = "systemd_units_failed"

@@ -241,8 +241,34 @@ def test_nixos_metrics_of_the_system_profile_store_and_boot(host: Host) -> None:
     errors = values["nixos_exporter_source_error"]
     assert set(errors.values()) == {0.0}
     assert {dict(labels)["source"] for labels in errors} == {
-        "generations", "system", "deploy", "nix_daemon", "channels", "boot", "store",
-        "gc_roots", "lspci", "nvidia-smi", "rocm-smi"}
+        "generations", "system", "deploy", "last_deploy", "verification", "nix_daemon",
+        "channels", "boot", "store", "gc_roots", "lspci", "nvidia-smi", "rocm-smi"}
+    # No deploy journal, no verification yet: the system is not verified; a switch since boot.
+    assert "nixos_last_deploy_timestamp" not in values
+    assert value(values, "nixos_system_verified") == 0
+    assert value(values, "nixos_booted_system_differs") == 1
+
+
+def test_nixos_metrics_of_the_last_deploy_and_its_verification(host: Host) -> None:
+    state = host.path("/var/lib/nixfleet")
+    (state / "result-20261207-121212-2").write_text(
+        "NIXFLEET started=1796600000 alice@deployer\nNIXFLEET result=rolled-back\n")
+    running = os.path.realpath(host.path("/run/current-system"))
+    (state / "verified").write_text(f"{running} 1796600100 passed\n")
+    values = scrape(nixos_exporter(host)[1])
+    assert value(values, "nixos_last_deploy_timestamp") == 1796600000
+    assert value(values, "nixos_last_deploy_success") == 0
+    assert value(values, "nixos_last_deploy_info", deploy_id="20261207-121212-2",
+                 result="rolled-back") == 1
+    assert value(values, "nixos_system_verified") == 1
+    assert value(values, "nixos_last_verification_timestamp") == 1796600100
+    # Verified as another system, or failed: 0; a damaged record is the source's error.
+    (state / "verified").write_text(f"{running} 1796600200 failed\n")
+    assert value(scrape(nixos_exporter(host)[1]), "nixos_system_verified") == 0
+    (state / "verified").write_text("garbage\n")
+    values = scrape(nixos_exporter(host)[1])
+    assert "nixos_system_verified" not in values
+    assert value(values, "nixos_exporter_source_error", source="verification") == 1
 
 
 def test_boot_entries_of_grub_and_none_in_a_container(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ HOSTS = ["p620", "razer", "p510", "dex5550"]
 ALL_ALERTS = {"HighCPUUsage", "HighMemoryUsage", "LowDiskSpace", "NixStoreSize",
               "SystemdServiceFailed", "HostDown", "HighNetworkTraffic",  # the original's seven
               "ExporterDown", "ExporterSourceFailing", "RebootRequired", "GpuTemperatureHigh",
-              "SystemdUnitsFailed"}
+              "SystemdUnitsFailed", "HostNotVerified", "RebootPending"}
 
 
 @pytest.fixture

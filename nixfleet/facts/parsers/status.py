@@ -21,7 +21,7 @@ RECORD = f"{STATE_DIR}/flake.sha256"
 VERIFIED = f"{STATE_DIR}/verified"
 JOURNAL_PREFIX = "result-"
 _RECORD_LINE = re.compile(r"[0-9a-f]{64}  (?=\S)[^\n]*")
-_STORE_PATH = re.compile(r"/nix/store/[0-9a-z]{32}-[^\s/]+")
+_SYSTEM_PATH = re.compile(r"/\S+")  # a system's store path (absolute)
 VERIFY_RESULTS = ("passed", "failed")
 
 
@@ -62,7 +62,7 @@ def parse_verified(text: str) -> VerifiedRecord | None:
     if not text.strip():
         return None
     parts = text.split()
-    if len(parts) != 3 or not _STORE_PATH.fullmatch(parts[0]) or not parts[1].isdigit() \
+    if len(parts) != 3 or not _SYSTEM_PATH.fullmatch(parts[0]) or not parts[1].isdigit() \
             or parts[2] not in VERIFY_RESULTS:
         raise FactParseError("verification record", "expected 'TOPLEVEL EPOCH passed|failed'",
                              text)
