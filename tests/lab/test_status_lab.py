@@ -1,7 +1,8 @@
 """`nixfleet status` on the lab (issue 23): after a verified switch every host is up to date
 and verified (exit 0); a file edited in razer's flake directory is named (exit 1); a deployer
 killed after the switch leaves its host not verified, and the next plain deploy verifies it;
-a damaged record of the flake directory gives the right drift list."""
+a damaged record of the flake directory gives the right drift list; the NixOS exporter's
+metrics of the last deploy and the verification change after a deploy and a verification."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import HOSTS, ROOT, nixfleet, on
+from tests.lab.conftest import HOSTS, ROOT, nixfleet, on, wait_until
 from tests.lab.test_deploys import deploy, deploy_argv, lab_env
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -152,3 +153,35 @@ def test_a_deployer_killed_after_the_switch_leaves_it_unverified_until_the_next_
     code, report, table = status(repo, "--limit", "dex5550")
     assert code == 0, table
     assert report["hosts"][0]["verified_state"] == "verified"
+
+
+def metrics(host: str) -> dict[str, str]:
+    """The NixOS exporter's nixos_last_* and nixos_system_verified samples on the host."""
+    text = on(host, "curl -s localhost:9101/metrics").stdout
+    return dict(line.rsplit(" ", 1) for line in text.splitlines()
+                if line.startswith(("nixos_last_deploy", "nixos_system_verified",
+                                    "nixos_last_verification")))
+
+
+def test_the_exporter_follows_a_deploy_and_a_verification(repo):
+    before = metrics("dex5550")
+    (repo / "nix" / "lab" / "faults").mkdir(exist_ok=True)
+    (repo / "nix" / "lab" / "faults" / "dex5550.json").write_text(
+        json.dumps({"metrics-marker": {"execStart": "/bin/sleep infinity"}}))
+    result, summary = deploy(repo, "switch", "--limit", "dex5550")  # not verified
+    assert summary["dex5550"]["result"] == "changed", result.stdout + result.stderr
+    deploy_id = result.stdout.split("/summary.json")[0].rsplit("/", 1)[1]  # .deploy-logs/ID
+    info = f'nixos_last_deploy_info{{deploy_id="{deploy_id}",result="changed"}}'
+    wait_until(lambda: info in metrics("dex5550"), 90, "the exporter to read the journal")
+    after = metrics("dex5550")
+    assert after["nixos_system_verified"] == "0.0" and after["nixos_last_deploy_success"] == "1.0"
+    assert float(after["nixos_last_deploy_timestamp"]) > float(
+        before.get("nixos_last_deploy_timestamp", "0"))
+    verified = subprocess.run([sys.executable, "-m", "nixfleet", "verify", "--limit", "dex5550"],
+                              cwd=repo, capture_output=True, text=True, timeout=300,
+                              env=lab_env(repo))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    wait_until(lambda: metrics("dex5550").get("nixos_system_verified") == "1.0", 30,
+               "the exporter to read the verification")
+    assert float(metrics("dex5550")["nixos_last_verification_timestamp"]) > float(
+        after.get("nixos_last_verification_timestamp", "0"))
