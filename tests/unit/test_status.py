@@ -76,7 +76,7 @@ def test_the_newest_journal_is_the_last_deploy():
 def answer(files: dict[str, str], record: str, verified: str = "", journal: str = "",
            failed: str = "", booted: str = RUNNING) -> list[str]:
     """What status_command prints, as the parts a host would answer with."""
-    deploy = [f"generation /nix/var/nix/profiles/system-7-link", f"current {RUNNING}",
+    deploy = ["generation /nix/var/nix/profiles/system-7-link", f"current {RUNNING}",
               f"profile {RUNNING}", "last-deploy ", "record ", f"verified {verified}",
               "boot-fs /boot 536870912 268435456", f"booted {booted}",
               "store-free 10737418240",
