@@ -114,11 +114,16 @@ def test_a_failing_command_check_rolls_back_and_no_rollback_keeps_it(repo):
     deploy(repo, "switch", "--limit", "dex5550")
     before = generation("dex5550")
     set_deploy(repo, healthTimeout=3, checks=[{"name": "marker", "command": "test -e /etc/ok"}])
-    add_fault(repo, "dex5550", {"web-demo": {"execStart": "/bin/sleep infinity"}})
+    # The check passes before the deploy; the new generation removes what it looks for. (A
+    # check that fails before and after does not judge the deploy: test_real_failures.py.)
+    on("dex5550", "touch /etc/ok")
+    add_fault(repo, "dex5550", {"web-demo": {
+        "execStart": "/bin/sh -c 'rm -f /etc/ok; exec sleep infinity'"}})
     result, summary = deploy(repo, "switch", "--limit", "dex5550")
     assert summary["dex5550"]["result"] == "rolled-back"
     assert summary["dex5550"]["reason"] == "health check failed: check marker: command failed"
     assert generation("dex5550") == before
+    on("dex5550", "touch /etc/ok")
     result, summary = deploy(repo, "switch", "--limit", "dex5550", "--data", "no_rollback=true")
     assert result.returncode == 1
     assert summary["dex5550"]["result"] == "failed"
