@@ -84,7 +84,7 @@ def test_a_copy_that_fails_leaves_no_half_written_file(paths, monkeypatch):
         if "w" in mode and "initrd" in self.name:
             def write(data):
                 raise OSError(errno.ENOSPC, "No space left on device")
-            handle.write = write  # type: ignore[method-assign]
+            handle.write = write
         return handle
 
     monkeypatch.setattr(Path, "open", full)
