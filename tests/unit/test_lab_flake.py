@@ -46,11 +46,13 @@ def lab_flake(fleet: Fleet, root: Path, directory: Path,
     return files
 
 
-def toplevels(directory: Path) -> dict[str, dict[str, Any]]:
-    """Each lab host's toplevel derivation attributes (evaluated, not built)."""
+def toplevels(directory: Path, *attributes: str) -> dict[str, dict[str, Any]]:
+    """Each lab host's toplevel derivation attributes (evaluated, not built), from the lab
+    flake written under directory/flake: these (default: etcFiles swBin units)."""
+    wanted = " ".join(attributes or ("etcFiles", "swBin", "units"))
     return nixcheck.evaluate("""{ flakeDir }:
       builtins.mapAttrs (name: host: {
-        inherit (host.config.system.build.toplevel) etcFiles swBin units;
+        inherit (host.config.system.build.toplevel) """ + wanted + """;
       }) ((import (/. + flakeDir + "/flake.nix")).outputs {
         self = null;
         labpkgs = (import (/. + flakeDir + "/labpkgs/flake.nix")).outputs { self = null; };
@@ -150,14 +152,7 @@ def test_lab_hosts_report_the_nixos_release_of_the_real_flakes_nixpkgs(fleet, tm
                                                                        monkeypatch):
     files = lab_flake(fleet, ROOT, tmp_path, monkeypatch)
     assert files["lib/fleet-flake.nix"] == (ROOT / "nix" / "flake.nix").read_bytes()
-    systems = nixcheck.evaluate("""{ flakeDir }:
-      builtins.mapAttrs (name: host: {
-        inherit (host.config.system.build.toplevel) name nixosVersion;
-      }) ((import (/. + flakeDir + "/flake.nix")).outputs {
-        self = null;
-        labpkgs = (import (/. + flakeDir + "/labpkgs/flake.nix")).outputs { self = null; };
-      }).nixosConfigurations
-    """, flakeDir=str(tmp_path / "flake"))
+    systems = toplevels(tmp_path, "name", "nixosVersion")
     # Not data.system.stateVersion (25.05, the release the hosts were installed with).
     assert {h.system.stateVersion for h in fleet.hosts.values()} == {"25.05"}
     for name, system in systems.items():

@@ -16,13 +16,13 @@ from types import ModuleType
 import pyrage
 import pytest
 
-from nixfleet import nixcheck
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.lab.config import LabPaths
 from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet, lab_store, nix_public_key
 from nixfleet.lab.target import lab_flake_files
 from nixfleet.secrets.agefile import read_header, ssh_key_tag
+from tests.unit.test_lab_flake import toplevels
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIVATION = ROOT / "nixfleet" / "lab" / "files" / "switch_to_configuration.py"
@@ -153,10 +153,7 @@ def test_the_monitoring_server_serves_the_cache_its_clients_trust(fleet, paths, 
     for name, content in files.items():
         (tmp_path / "flake" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "flake" / name).write_bytes(content)
-    lab = nixcheck.evaluate("""{ flakeDir }: builtins.mapAttrs (name: host: {
-        inherit (host.config.system.build.toplevel) etcFiles units;
-      }) ((import (/. + flakeDir + "/flake.nix")).outputs { self = null; }).nixosConfigurations
-    """, flakeDir=str(tmp_path / "flake"))
+    lab = toplevels(tmp_path, "etcFiles", "units")
     units = {host: json.loads(lab[host]["units"]) for host in fleet.hosts}
     settings = {host: json.loads(lab[host]["etcFiles"]).get("nix/settings.conf")
                 for host in fleet.hosts}
