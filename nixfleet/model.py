@@ -341,6 +341,12 @@ class HealthCheck(Strict):
         return self
 
 
+# The generated alert rules' names (nixfleet/monitoring/alerts.py makes them; a unit test keeps
+# the two equal: the monitoring package imports this module, so this one cannot import it).
+ALERT_NAMES = ("HighCPUUsage", "HighMemoryUsage", "LowDiskSpace", "HostDown",
+               "HighNetworkTraffic", "NixStoreSize", "RebootRequired", "HostNotVerified",
+               "RebootPending", "SystemdServiceFailed", "SystemdUnitsFailed",
+               "GpuTemperatureHigh", "ExporterDown", "ExporterSourceFailing")
 # The fleet's own rules that a bad generation sets off soon (a deploy's alert gate watches them).
 ALERT_GATE_DEFAULT = ("HostDown", "ExporterDown", "ExporterSourceFailing", "SystemdServiceFailed",
                       "SystemdUnitsFailed")
@@ -368,9 +374,7 @@ class AlertGate(Strict):
 
 
 def _known_alert(name: str) -> None:
-    from nixfleet.monitoring.alerts import alert_names  # it imports this module
-
-    known = alert_names()
+    known = ALERT_NAMES
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -63,6 +63,12 @@ def test_bad_rollout_data_is_one_clear_line(host_entries, root, data, message):
     assert "\n" not in str(raised.value)
 
 
+def test_the_model_knows_every_generated_alert_by_name():
+    from nixfleet.model import ALERT_NAMES
+
+    assert list(ALERT_NAMES) == rules.alert_names()
+
+
 def test_alert_rules_from_data_change_only_their_for():
     config = rules.rules_config({"ExporterDown": "0s"})
     found = {r["alert"]: r for g in config["groups"] for r in g["rules"]}
