@@ -166,8 +166,11 @@ def test_status_on_every_host_matches_its_inventory(fleet):
             assert rows["ollama"]["reachable"] is None
             assert rows["ollama"]["detail"] == "not enabled on this host"
             assert result.returncode == 3
-    # The table a user reads: dex5550 without Ollama.
-    table = ai_cli(fleet, "dex5550", "ai-cli --status", check=False).stdout.splitlines()
-    assert [line.split()[:3] for line in table[3:]] == [
+    # The table a user reads on a wide terminal (a row a line): dex5550 without Ollama. Below
+    # the settings, after an empty line.
+    out = ai_cli(fleet, "dex5550", "env COLUMNS=200 ai-cli --status", check=False).stdout
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert table[0].split()[:3] == ["provider", "enabled", "priority"]
+    assert [line.split()[:3] for line in table[1:]] == [
         ["openai", "yes", "1"], ["anthropic", "yes", "2"], ["gemini", "yes", "3"],
         ["ollama", "no", "4"]]
