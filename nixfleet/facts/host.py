@@ -67,6 +67,19 @@ class HostOverviewData(FactResult):
         return data
 
 
+def split_parts(output: list[str], mark: str) -> dict[str, list[str]]:
+    """The output of commands run one after another, each behind a `MARK + NAME` line, by NAME
+    (what one SSH round trip for several facts gives back)."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output:
+        if line.startswith(mark):
+            current = sections.setdefault(line[len(mark):], [])
+        elif current is not None:
+            current.append(line)
+    return sections
+
+
 def _part_command(name: str, fact: FactBase) -> str:
     command = str(fact.command())
     requires = getattr(fact, "requires_command", None)
@@ -94,13 +107,7 @@ class HostOverview(FactBase[HostOverviewData]):
 
     @override
     def process(self, output: list[str]) -> HostOverviewData:
-        sections: dict[str, list[str]] = {}
-        current: list[str] | None = None
-        for line in output:
-            if line.startswith(_MARK):
-                current = sections.setdefault(line[len(_MARK):], [])
-            elif current is not None:
-                current.append(line)
+        sections = split_parts(output, _MARK)
         values: dict[str, Any] = {}
         errors: dict[str, str] = {}
         for name, fact_class in PARTS.items():

@@ -17,6 +17,7 @@ from typing_extensions import override
 
 from nixfleet.facts.deploy import DeployState, HostDeployState
 from nixfleet.facts.errors import FactParseError
+from nixfleet.facts.host import split_parts
 from nixfleet.facts.nix import CurrentSystem, Generation, NixGenerations, RunningSystem
 from nixfleet.facts.parsers.status import (
     JOURNAL_COMMAND,
@@ -67,13 +68,7 @@ def parse_status(output: list[str]) -> HostStatusData:
 
     + output: the command's output lines
     """
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in output:
-        if line.startswith(_MARK):
-            current = sections.setdefault(line[len(_MARK):], [])
-        elif current is not None:
-            current.append(line)
+    sections = split_parts(output, _MARK)
     if "end" not in sections:
         raise FactParseError("status", "the host's answer ended early", "\n".join(output))
     values: dict[str, Any] = {}
