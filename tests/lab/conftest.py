@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -57,6 +58,19 @@ def wait_until(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def configuration_with_its_checks(directory: Path) -> Path:
+    """A copy of the configuration in `directory` that deploys to the lab and verifies
+    (tests/fleet): inventory, group data, secrets, the lab flake and what it reads of nix/."""
+    for name in ("inventory.py", "known_hosts"):
+        shutil.copy(ROOT / name, directory / name)
+    for name in ("group_data", "secrets", "nix/lab", "nix/lib", "tests/fleet"):
+        shutil.copytree(ROOT / name, directory / name)
+    for name in ("binary-cache.pub", "flake.nix"):  # the cache's key; the release (lab flake)
+        shutil.copy(ROOT / "nix" / name, directory / "nix" / name)
+    shutil.copy(ROOT / "tests" / "__init__.py", directory / "tests" / "__init__.py")
+    return directory
 
 
 @pytest.fixture(scope="session")

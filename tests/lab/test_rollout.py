@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import HOSTS, ROOT, nixfleet, on
+from tests.lab.conftest import HOSTS, configuration_with_its_checks, nixfleet, on
 from tests.lab.test_deploys import deploy, generation
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -22,13 +21,7 @@ WEB_DEMO = {"web-demo": {"execStart": "/bin/sleep infinity"}}
 @pytest.fixture
 def repo(tmp_path) -> Iterator[Path]:
     """A copy of the configuration with its verification suite; every host is reset after."""
-    for name in ("inventory.py", "known_hosts"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("group_data", "secrets", "nix/lab", "nix/lib", "tests/fleet"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    for name in ("binary-cache.pub", "flake.nix"):
-        shutil.copy(ROOT / "nix" / name, tmp_path / "nix" / name)
-    shutil.copy(ROOT / "tests" / "__init__.py", tmp_path / "tests" / "__init__.py")
+    configuration_with_its_checks(tmp_path)
     (tmp_path / "nix" / "lab" / "faults").mkdir(exist_ok=True)
     result, _ = deploy(tmp_path, "switch")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import HOSTS, ROOT, nixfleet, on, wait_until
+from tests.lab.conftest import HOSTS, ROOT, configuration_with_its_checks, nixfleet, on, wait_until
 from tests.lab.test_deploys import deploy, deploy_argv, lab_env
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -107,13 +106,7 @@ def test_a_damaged_record_gives_the_right_drift_list(switched):
 @pytest.fixture
 def repo(tmp_path) -> Iterator[Path]:
     """A copy of the configuration with its verification suite; dex5550 is reset after."""
-    for name in ("inventory.py", "known_hosts"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("group_data", "secrets", "nix/lab", "nix/lib", "tests/fleet"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    for name in ("binary-cache.pub", "flake.nix"):
-        shutil.copy(ROOT / "nix" / name, tmp_path / "nix" / name)
-    shutil.copy(ROOT / "tests" / "__init__.py", tmp_path / "tests" / "__init__.py")
+    configuration_with_its_checks(tmp_path)
     yield tmp_path
     nixfleet("lab", "reset", "dex5550")
 

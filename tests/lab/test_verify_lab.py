@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nixfleet.lab.config import lab_paths
-from tests.lab.conftest import ROOT, nixfleet, on
+from tests.lab.conftest import ROOT, configuration_with_its_checks, nixfleet, on
 from tests.lab.test_deploys import deploy, lab_env
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -157,13 +156,7 @@ def test_a_host_whose_sshd_is_stopped_costs_one_connect_timeout():
 @pytest.fixture
 def repo(tmp_path) -> Iterator:
     """A copy of the configuration with its verification suite; p510 is reset after."""
-    for name in ("inventory.py", "known_hosts"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("group_data", "secrets", "nix/lab", "nix/lib", "tests/fleet"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    for name in ("binary-cache.pub", "flake.nix"):  # the cache's key; the release (lab flake)
-        shutil.copy(ROOT / "nix" / name, tmp_path / "nix" / name)
-    shutil.copy(ROOT / "tests" / "__init__.py", tmp_path / "tests" / "__init__.py")
+    configuration_with_its_checks(tmp_path)
     yield tmp_path
     nixfleet("lab", "reset", "p510")
 
