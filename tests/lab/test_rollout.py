@@ -18,15 +18,22 @@ pytestmark = pytest.mark.usefixtures("lab")
 WEB_DEMO = {"web-demo": {"execStart": "/bin/sleep infinity"}}
 
 
+@pytest.fixture(scope="module")
+def reset_after_the_module() -> Iterator[None]:
+    """Every host back to first boot once these tests are done (each test starts by deploying
+    the plain configuration, which undoes the one before)."""
+    yield
+    nixfleet("lab", "reset", *HOSTS)
+
+
 @pytest.fixture
-def repo(tmp_path) -> Iterator[Path]:
-    """A copy of the configuration with its verification suite; every host is reset after."""
+def repo(tmp_path, reset_after_the_module) -> Path:
+    """A copy of the configuration with its verification suite, deployed to every host."""
     configuration_with_its_checks(tmp_path)
     (tmp_path / "nix" / "lab" / "faults").mkdir(exist_ok=True)
     result, _ = deploy(tmp_path, "switch")
     assert result.returncode == 0, result.stdout + result.stderr
-    yield tmp_path
-    nixfleet("lab", "reset", *HOSTS)
+    return tmp_path
 
 
 def faults(repo: Path, **units_by_host: dict) -> None:
