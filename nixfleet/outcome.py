@@ -106,8 +106,6 @@ class HostOutcome:
     backups_removed: list[str] = field(default_factory=list)  # older backups (3 are kept)
     # What did not judge this deploy: units, services, checks failing before and after it.
     warnings: list[str] = field(default_factory=list)
-    # The same as "KIND NAME" lines (deploy.sh's baseline), for a later health gate (reboot).
-    failing_before: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds: lock, flake, build, ...
     verification: HostVerification | None = None  # post-deploy verification, where it ran
     wave: int | None = None  # its wave in a canary rollout (1 = the canaries)

@@ -221,7 +221,7 @@ def rebuild(
         output = deploy.output.stdout_lines if deploy.output else []
         values = protocol.values(output)
         health = protocol.shell_command(protocol.health_arguments(
-            checks, health_timeout, failing_before(output), strict_units))
+            checks, health_timeout, protocol.failing_before(output), strict_units))
         yield _recorded(record, lambda host: safety.confirm(
             host, values, list(checks), confirm_timeout, health, deploy_id))
 
@@ -234,11 +234,6 @@ def _wait_for_turn(state: State, host: Host, turn: Turn, record: Record | None,
         if record is not None:
             record(host.name, StepOutcome(why, Result.NOT_ATTEMPTED))
     return True
-
-
-def failing_before(output: Sequence[str]) -> list[str]:
-    """What deploy.sh found failing before the activation ("KIND NAME"), from its lines."""
-    return [value for key, value in protocol.lines(output) if key == "failing_before"]
 
 
 def failure_command(reason: str) -> StringCommand:
@@ -286,7 +281,7 @@ def reboot(rebuilt: OperationMeta | None, deploy_id: str, owner: str, health_tim
         output = rebuilt.stdout_lines if rebuilt else []
         values = protocol.values(output) if rebuilt else {"result": "unchanged"}
         health = protocol.shell_command(protocol.health_arguments(
-            checks, health_timeout, failing_before(output), strict_units))
+            checks, health_timeout, protocol.failing_before(output), strict_units))
         back = None
         if rollback and values.get("generation_before"):
             back = protocol.shell_command({

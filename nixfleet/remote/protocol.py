@@ -106,7 +106,13 @@ def _float(value: str) -> float | None:
         return None
 
 
-REPEATED = ("diff", "would", "drift", "failing_before")
+REPEATED = ("diff", "would", "drift")
+
+
+def failing_before(output: Iterable[str]) -> list[str]:
+    """What deploy.sh found failing before the activation ("KIND NAME"), for a later health
+    gate (health_arguments)."""
+    return [value for key, value in lines(output) if key == "failing_before"]
 LISTS = {"backup_removed": "backups_removed"}  # repeated keys kept under another name
 INTEGERS = ("generation_before", "generation_after", "closure_before", "closure_after")
 

@@ -541,7 +541,7 @@ def test_a_unit_failed_before_the_switch_is_a_warning_not_a_failure(host: Host):
     assert (run.returncode, out.result, out.reason) == (0, Result.CHANGED, "switch done")
     assert out.warnings == ["unit thermald.service was failing before this deploy and still "
                             "is: it does not judge this deploy"]
-    assert out.failing_before == ["unit thermald.service"]
+    assert protocol.failing_before(run.stdout.splitlines()) == ["unit thermald.service"]
     assert host.current_system() == store(host, "b2") and host.generation() == 2
 
 
