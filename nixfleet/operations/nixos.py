@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from paramiko import SSHException
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import (
     FileUploadCommand,
     FunctionCommand,
@@ -77,6 +79,37 @@ def plan_rebuild(action: Action, flake_files: Mapping[str, bytes],
     return RebuildPlan(want, changed, send, noop)
 
 
+class _NotDeployed(logging.Filter):
+    """Leaves out pyinfra's status line of the operation ("Success", "No changes") for a host
+    this operation did not deploy: its deploy step found another deploy's lock (exit
+    EXIT_LOCKED, which pyinfra takes as success so that it prints no errors), or its wave never
+    came. The deploy says why in one line of its own (DeployRun.fail_locked_out, the summary)."""
+
+    STATUS = re.compile(r"(Success|No changes)( on retry \d+)?")
+    ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefixes: set[str] = set()  # pyinfra's "[host] " of each such host
+
+    def add(self, host: Host) -> None:
+        if self not in logger.filters:
+            logger.addFilter(self)
+        self.prefixes.add(host.print_prefix)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for prefix in self.prefixes:
+            if message.startswith(prefix) and self.STATUS.fullmatch(
+                    self.ANSI.sub("", message[len(prefix):])):
+                self.prefixes.discard(prefix)
+                return False
+        return True
+
+
+_NOT_DEPLOYED = _NotDeployed()
+
+
 class _KeepsOutput(StringCommand):
     """A StringCommand that keeps what it printed, for the step after it in the same
     operation."""
@@ -104,7 +137,10 @@ class _DeployStep(_KeepsOutput):
             status, output = super().execute(state, host, connector_arguments)
         except (OSError, SSHException, TimeoutError, EOFError):
             status, output = False, CommandOutput([])
-        if "result" in protocol.values(output.stdout_lines):
+        result = protocol.values(output.stdout_lines).get("result")
+        if result == Result.LOCKED:
+            _NOT_DEPLOYED.add(host)
+        if result is not None:
             return status, output
         recovered = safety.recover(host, self.deploy_id, self.wait)
         self.output = CommandOutput([*output.combined_lines,
@@ -231,6 +267,7 @@ def _wait_for_turn(state: State, host: Host, turn: Turn, record: Record | None,
     why = turn(host)
     if why is not None:
         not_attempted.append(why)
+        _NOT_DEPLOYED.add(host)
         if record is not None:
             record(host.name, StepOutcome(why, Result.NOT_ATTEMPTED))
     return True

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import re
 import subprocess
 import tarfile
 import threading
@@ -430,3 +432,45 @@ def test_dry_run_tells_a_system_change_from_a_flake_only_change(tmp_path):
     assert preview("web2", after) == otherwise
     broken = {**after, "flake.nix": b"{ outputs = _: { }; }"}  # cannot evaluate: as before
     assert preview("web1", broken) == otherwise
+
+
+# --- what pyinfra prints of a host the deploy did not deploy ----------------------------------
+
+
+@pytest.mark.parametrize(("answer", "turn", "status"), [
+    ("printf 'NIXFLEET result=locked\\nNIXFLEET reason=locked by bob@desk\\n'; exit 75", None,
+     None),
+    ("echo never run; exit 1", "not attempted: wave 1 stopped the rollout", None),
+    ("printf 'NIXFLEET result=changed\\nNIXFLEET reason=switch done\\n'", None, "Success"),
+], ids=["locked", "not-attempted", "deployed"])
+def test_pyinfra_says_success_only_of_a_host_the_deploy_deployed(monkeypatch, caplog, answer,
+                                                                 turn, status):
+    """The rebuild operation run by pyinfra on @local, deploy.sh replaced by its answer: a host
+    that found another deploy's lock (exit EXIT_LOCKED, a success to pyinfra) or whose wave never
+    came gets no "[host] Success" line; a deployed one does."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.operation import add_op
+    from pyinfra.api.operations import run_ops
+
+    from nixfleet.operations import nixos
+
+    monkeypatch.setattr(protocol, "SCRIPT", answer)
+    inventory = Inventory((["@local"], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    files = {"flake.nix": b"{ }"}
+    add_op(state, nixos.rebuild, name="nixos-rebuild switch", action=Action.SWITCH,
+           flake_files=files, flake_dir="/nonexistent", flake_ref="path:/nonexistent",
+           deploy_id="test", owner="bob@desk", known=DeployState(files={}),
+           turn=None if turn is None else (lambda host: turn),
+           _success_exit_codes=[0, protocol.EXIT_LOCKED])
+    with caplog.at_level(logging.INFO, logger="pyinfra"):
+        run_ops(state)
+    said = [ANSI.sub("", r.getMessage()) for r in caplog.records]
+    assert not state.failed_hosts, said
+    assert [line for line in said if line.startswith("[@local]") and line.endswith(
+        ("Success", "No changes"))] == ([f"[@local] {status}"] if status else []), said
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
