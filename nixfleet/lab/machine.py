@@ -67,6 +67,7 @@ AI_CLI_MODULES = ("ai/",)
 NVIDIA_DRIVER_VERSIONS: dict[NvidiaBranch, str] = {
     "stable": "595.80", "production": "595.80", "beta": "595.80", "latest": "595.80",
     "legacy_580": "580.178.04", "legacy_470": "470.256.02"}
+SUPERVISOR = "nixfleet.lab.supervise"  # the module each host's supervisor runs: how it is known
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 REQUIRED_TOOLS = {"systemd-nspawn": "systemd-container", "debootstrap": "debootstrap",
@@ -155,6 +156,19 @@ def _alive(pid: int | None, needle: str) -> bool:
         return needle in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return False
+
+
+def _spawn(argv: list[str], needle: str, **popen: Any) -> int:
+    """Start a process and return its pid once _alive knows it by `needle` (or it has ended).
+    Popen returns while the kernel is still in the exec: until the new program's arguments are
+    in place, /proc/PID/cmdline reads empty (on a busy machine, for milliseconds or more), and
+    _alive would call the process that was just started stopped."""
+    process = subprocess.Popen(argv, **popen)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not _alive(process.pid, needle) and process.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return process.pid
 
 
 def _run(argv: list[str], check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
@@ -420,15 +434,14 @@ class Lab:
                   f"lowerdir={lowerdir},upperdir={host.upper},workdir={work}", str(host.merged)])
         _mount_boot(host)
         (host.dir / "lowers").write_text("".join(f"{p}\n" for p in lowers))
-        log = (host.dir / "console.log").open("ab")
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "nixfleet.lab.supervise", host.name, str(host.merged),
-             host.veth, str(host.nspawn_pid_file), str(host.boot)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONPATH": _package_parent()},
-        )
-        log.close()
-        host.supervisor_pid_file.write_text(f"{supervisor.pid}\n")
+        with (host.dir / "console.log").open("ab") as log:
+            supervisor = _spawn(
+                [sys.executable, "-m", SUPERVISOR, host.name, str(host.merged), host.veth,
+                 str(host.nspawn_pid_file), str(host.boot)], SUPERVISOR,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env={**os.environ, "PYTHONPATH": _package_parent()},
+            )
+        host.supervisor_pid_file.write_text(f"{supervisor}\n")
 
     def _boot(self, host: LabHost, lowers: list[Path]) -> str:
         """Wait for a started host; one that stopped while booting (a busy machine can leave
@@ -472,7 +485,7 @@ class Lab:
     # --- down ----------------------------------------------------------------------------
 
     def running(self, host: LabHost) -> bool:
-        return _alive(_read_pid(host.supervisor_pid_file), "nixfleet.lab.supervise")
+        return _alive(_read_pid(host.supervisor_pid_file), SUPERVISOR)
 
     def down(self, hosts: Iterable[LabHost] | None = None) -> None:
         if os.geteuid() != 0:
@@ -498,10 +511,10 @@ class Lab:
 
     def _stop(self, host: LabHost) -> None:
         supervisor = _read_pid(host.supervisor_pid_file)
-        if _alive(supervisor, "nixfleet.lab.supervise"):
+        if _alive(supervisor, SUPERVISOR):
             os.kill(supervisor, signal.SIGTERM)  # type: ignore[arg-type]
             deadline = time.monotonic() + STOP_TIMEOUT
-            while _alive(supervisor, "nixfleet.lab.supervise") and time.monotonic() < deadline:
+            while _alive(supervisor, SUPERVISOR) and time.monotonic() < deadline:
                 time.sleep(0.05)
         self._kill_strays(host)
         host.supervisor_pid_file.unlink(missing_ok=True)
@@ -514,7 +527,7 @@ class Lab:
         cgroups, the container itself (a killed nspawn leaves its container running)."""
         # Both name this lab's own directory: another instance's hosts of the same name
         # (NIXFLEET_LAB_INSTANCE) are not strays of this one.
-        needles = (f"nixfleet.lab.supervise {host.name} {host.merged} ",
+        needles = (f"{SUPERVISOR} {host.name} {host.merged} ",
                    f"--directory {host.merged} ")
         strays = set(_cgroup_pids(host.name))
         for proc in Path("/proc").iterdir():
