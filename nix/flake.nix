@@ -2,6 +2,7 @@
 # writes from the inventory (hosts/<host>.json); the host list is that directory.
 #
 #   nix build ./nix#nixosConfigurations.p620.config.system.build.toplevel
+#   nix run ./nix#nixfleet -- deploy switch      # the deployer itself
 #
 # What is checked without nixpkgs and what needs a machine with it: see README.md here.
 {
@@ -45,6 +46,14 @@
         secretsRoot = ./..;
       };
       pkgs = nixpkgs.legacyPackages.${system};
+      # The deployer with the two Python packages nixpkgs' python3Packages lacks, built from
+      # their published wheels (pkgs/pyrage.nix, pkgs/pyinfra.nix).
+      deployer =
+        python3Packages:
+        python3Packages.callPackage ./pkgs/nixfleet.nix {
+          pyrage = python3Packages.callPackage ./pkgs/pyrage.nix { };
+          pyinfra = python3Packages.callPackage ./pkgs/pyinfra.nix { };
+        };
     in
     {
       nixosConfigurations = builtins.listToAttrs (
@@ -57,23 +66,27 @@
       nixosModules.default = ./modules;
 
       # nixfleet-host: what the hosts run (exporters, ai-cli; modules/base.nix's
-      # nixfleet.package). nixfleet: the deployer, for a nixpkgs that has python3Packages.pyrage
-      # (nixpkgs 26.05 does not: install the deployer with pip, see README.md).
+      # nixfleet.package). nixfleet: the deployer (`nix run ./nix#nixfleet`).
       overlays.default = final: prev: {
         nixfleet-host = final.python3Packages.callPackage ./pkgs/nixfleet-host.nix { };
-        nixfleet = final.python3Packages.callPackage ./pkgs/nixfleet.nix {
-          pyrage =
-            final.python3Packages.pyrage
-              or (throw "nixfleet (the deployer) needs python3Packages.pyrage, which nixpkgs does not have; add it with an overlay or install the deployer with pip");
-        };
+        nixfleet = deployer final.python3Packages;
       };
 
       packages.${system} = {
         nixfleet-host = pkgs.python3Packages.callPackage ./pkgs/nixfleet-host.nix { };
+        nixfleet = deployer pkgs.python3Packages;
         default = self.packages.${system}.nixfleet-host;
       };
 
-      # `nix flake check` evaluates every nixosConfiguration; this also builds the package.
-      checks.${system}.nixfleet-host = self.packages.${system}.nixfleet-host;
+      apps.${system}.nixfleet = {
+        type = "app";
+        program = "${self.packages.${system}.nixfleet}/bin/nixfleet";
+      };
+
+      # `nix flake check` evaluates every nixosConfiguration and builds both packages (the
+      # deployer's build checks its dependencies against pyproject.toml's version bounds).
+      checks.${system} = {
+        inherit (self.packages.${system}) nixfleet-host nixfleet;
+      };
     };
 }

@@ -1,7 +1,10 @@
 # This repository's Python package as the deployer installs it (the nixfleet CLI and everything
 # it needs), built from the source beside the flake. Name and version come from pyproject.toml,
-# so they are written once. pyrage is not in nixpkgs (26.05): the flake's overlay passes it
-# from python3Packages only where an overlay adds it. The hosts get ./nixfleet-host.nix.
+# so they are written once. The flake passes pyrage and pyinfra from ./pyrage.nix and
+# ./pyinfra.nix (nixpkgs' python3Packages has neither); the rest are nixpkgs' python3Packages,
+# one argument per pyproject.toml dependency. The build's runtime-dependency check holds each of
+# them to pyproject.toml's version bounds.
+# The hosts get ./nixfleet-host.nix.
 {
   lib,
   buildPythonApplication,
@@ -15,6 +18,8 @@
   pytest-testinfra,
   pydantic,
   rich,
+  typing-extensions,
+  cryptography,
 }:
 let
   root = ../..;
@@ -48,6 +53,8 @@ buildPythonApplication {
     pytest-testinfra
     pydantic
     rich
+    typing-extensions
+    cryptography
   ];
 
   # The unit tests need the inventory, nix-instantiate and (for some) the lab; they run in the
