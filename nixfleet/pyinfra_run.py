@@ -23,18 +23,33 @@ def pyinfra_command() -> str:
     return str(beside) if beside.exists() else "pyinfra"
 
 
+def pyinfra_environment() -> dict[str, str]:
+    """This process's environment, with a PYTHONPATH that finds nixfleet and what it imports.
+
+    pyinfra imports inventory.py and the deploy files, which import nixfleet and its
+    dependencies (pydantic, rich, httpx, ...). Installed in one virtualenv, pyinfra's interpreter
+    finds them by itself. Installed by Nix (nix/pkgs/nixfleet.nix), pyinfra is a package of its
+    own and each dependency a store path that only this process's sys.path names: those are the
+    site-packages directories outside this interpreter's prefix, and the child gets them too.
+    """
+    prefix = Path(sys.prefix).resolve()
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    beyond_prefix = [entry for entry in sys.path
+                     if Path(entry).name in ("site-packages", "dist-packages")
+                     and not Path(entry).resolve().is_relative_to(prefix)]
+    inherited = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    path = dict.fromkeys(filter(None, [package_parent, *beyond_prefix, *inherited]))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
 def run_pyinfra(inventory: Path, args: Sequence[str], limits: Sequence[str] = (),
                 timeout: float = 3600) -> subprocess.CompletedProcess:
     """`pyinfra -y INVENTORY ARGS --limit ...` in the inventory's directory."""
     argv = [pyinfra_command(), "-y", inventory.name, *args]
     for limit in limits:
         argv += ["--limit", limit]
-    package_parent = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_parent,
-                                                        os.environ.get("PYTHONPATH")]))}
     return subprocess.run(argv, cwd=inventory.parent, capture_output=True, text=True,
-                          timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+                          timeout=timeout, env=pyinfra_environment(), stdin=subprocess.DEVNULL)
 
 
 def host_failures(stderr: str) -> dict[str, str]:

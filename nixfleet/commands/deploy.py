@@ -11,13 +11,12 @@ the deploy's own) and passes --no-rollback, --reboot and --canary as pyinfra dat
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 from typing import Any
 
 from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
-from nixfleet.pyinfra_run import pyinfra_command
+from nixfleet.pyinfra_run import pyinfra_command, pyinfra_environment
 
 ACTIONS = {"switch": "switch", "boot": "boot", "test": "test", "build": "build",
            "dry-activate": "dry_activate", "push": "push", "rollback": "rollback"}
@@ -41,7 +40,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         argv += ["--data", "canary=true"]
     if args.generation is not None:
         argv += ["--data", f"generation={args.generation}"]
-    return subprocess.run(argv, cwd=inventory.parent, env=dict(os.environ)).returncode
+    return subprocess.run(argv, cwd=inventory.parent, env=pyinfra_environment()).returncode
 
 
 def register(commands: Any) -> None:
