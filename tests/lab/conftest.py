@@ -73,6 +73,19 @@ def configuration_with_its_checks(directory: Path) -> Path:
     return directory
 
 
+def reset_after_the_module(*hosts: str):
+    """A module's fixture that returns `hosts` to first boot once the module's tests are done,
+    for tests that each start from a state they make (the plain configuration deployed) rather
+    than a reset after each: `reset_dex5550 = reset_after_the_module("dex5550")`."""
+
+    @pytest.fixture(scope="module")
+    def reset() -> Iterator[None]:
+        yield
+        nixfleet("lab", "reset", *hosts)
+
+    return reset
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[None]:
     if os.geteuid() != 0:

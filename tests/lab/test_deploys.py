@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import HOSTS, ROOT, nixfleet, on, wait_until
+from tests.lab.conftest import HOSTS, ROOT, nixfleet, on, reset_after_the_module, wait_until
 
 pytestmark = pytest.mark.usefixtures("lab")
 PYINFRA = os.path.join(os.path.dirname(sys.executable), "pyinfra")
@@ -55,8 +55,14 @@ def current_system(host: str) -> str:
     return on(host, "readlink /run/current-system").stdout.strip()
 
 
+# dex5550 back to first boot once these tests are done, not after each: each test that changes
+# it starts by deploying the plain configuration (which undoes the one before), and those that
+# do not deploy it compare its state before and after themselves.
+reset_dex5550_after_the_module = reset_after_the_module("dex5550")
+
+
 @pytest.fixture
-def changed_repo(tmp_path):
+def changed_repo(tmp_path, reset_dex5550_after_the_module):
     """A copy of the configuration with one change: dex5550 also develops in Go."""
     for name in ("inventory.py",):
         shutil.copy(ROOT / name, tmp_path / name)
@@ -68,8 +74,7 @@ def changed_repo(tmp_path):
     assert DEX_DEVELOPMENT in text
     inventory.write_text(text.replace(DEX_DEVELOPMENT, DEX_DEVELOPMENT.replace(
         '"nix": True', '"nix": True, "go": True')))
-    yield tmp_path
-    nixfleet("lab", "reset", "dex5550")
+    return tmp_path
 
 
 def test_switch_the_fleet_then_a_second_switch_is_a_no_op():
@@ -208,6 +213,7 @@ def test_a_build_failure_leaves_the_host_on_its_old_generation(changed_repo):
 
 
 def test_a_host_that_is_down_is_reported_while_the_others_deploy(changed_repo):
+    deploy(ROOT, "switch")
     on("p510", "systemctl stop ssh.socket ssh.service", check=False)
     try:
         result, summary = deploy(changed_repo, "switch")

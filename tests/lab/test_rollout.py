@@ -6,28 +6,24 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import HOSTS, configuration_with_its_checks, nixfleet, on
+from tests.lab.conftest import HOSTS, configuration_with_its_checks, on, reset_after_the_module
 from tests.lab.test_deploys import deploy, generation
 
 pytestmark = pytest.mark.usefixtures("lab")
 WEB_DEMO = {"web-demo": {"execStart": "/bin/sleep infinity"}}
 
 
-@pytest.fixture(scope="module")
-def reset_after_the_module() -> Iterator[None]:
-    """Every host back to first boot once these tests are done (each test starts by deploying
-    the plain configuration, which undoes the one before)."""
-    yield
-    nixfleet("lab", "reset", *HOSTS)
+# Every host back to first boot once these tests are done (each test starts by deploying the
+# plain configuration, which undoes the one before).
+reset_hosts_after_the_module = reset_after_the_module(*HOSTS)
 
 
 @pytest.fixture
-def repo(tmp_path, reset_after_the_module) -> Path:
+def repo(tmp_path, reset_hosts_after_the_module) -> Path:
     """A copy of the configuration with its verification suite, deployed to every host."""
     configuration_with_its_checks(tmp_path)
     (tmp_path / "nix" / "lab" / "faults").mkdir(exist_ok=True)

@@ -3,7 +3,7 @@ package versions) moves, the lock follows, the hosts build and switch, and the l
 committed; a build or a deploy that fails puts the lock back and commits nothing.
 
 Each test runs in a copy of the configuration that is a git repository of its own (never this
-checkout), on dex5550, which is reset afterwards.
+checkout), on dex5550, which is reset before each test and after the last.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import ROOT, nixfleet, on
+from tests.lab.conftest import ROOT, nixfleet, on, reset_after_the_module
 from tests.unit.repo_support import CONFIGURATION, copy_repository
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -29,15 +29,18 @@ def git(repo: Path, *args: str) -> str:
                           cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
+# Each test starts with its own reset: one after each test too was a second one in a row.
+reset_dex5550_after_the_module = reset_after_the_module("dex5550")
+
+
 @pytest.fixture
-def repo(tmp_path: Path):
+def repo(tmp_path: Path, reset_dex5550_after_the_module) -> Path:
     """The configuration (with the verification suite: deploys verify) committed in a git
     repository of its own."""
     repo = copy_repository(tmp_path / "repo", (*CONFIGURATION, "tests/fleet"))
     git(repo, "commit", "-qm", "configuration")
     nixfleet("lab", "reset", "dex5550")  # generation 1 of this configuration
-    yield repo
-    nixfleet("lab", "reset", "dex5550")
+    return repo
 
 
 def upstream(repo: Path, message: str, **versions: str | None) -> None:
