@@ -42,8 +42,10 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.api.state import BaseStateCallback, StateStage
 from pyinfra.context import ctx_state
 
+from nixfleet import builder as builds
 from nixfleet import localbuild, preflight
 from nixfleet.alertgate import Watched, WaveAlerts
+from nixfleet.builder import FleetBuild
 from nixfleet.errors import NixfleetError, for_pyinfra
 from nixfleet.facts.deploy import DeployState, HostDeployState
 from nixfleet.files import write_atomic
@@ -54,7 +56,9 @@ from nixfleet.operations import nixos
 from nixfleet.outcome import Action, HostOutcome, Result, StepOutcome
 from nixfleet.remote import protocol
 from nixfleet.rollout import Member, Rollout, plan_waves
+from nixfleet.ssh import ssh_argv
 from nixfleet.target import Target, current_target
+from nixfleet.verify.expect import binary_cache_url
 from nixfleet.verify.report import HostVerification, Verification
 
 COLOURS = {Result.CHANGED: "green", Result.UNCHANGED: "cyan", Result.BUILT: "green",
@@ -89,8 +93,27 @@ class DeployRun:
         self.rollout: Rollout | None = None  # a canary rollout's waves, once they run
         self.batch: int | str | None = None
         self.wave_alerts: list[WaveAlerts] = []
+        self.builds: dict[str, FleetBuild] = {}  # by builder (deploy.buildOn: HOST)
         state.add_callback_handler(_AfterTheLastOperation(self.settle))
         state.add_callback_handler(_RebuildEnded(self))
+
+    def fleet_build(self, builder: str, target: Target, timeout: int) -> FleetBuild:
+        """The build on this builder of every target that names it (one per deploy; made
+        without waiting for anything, as pyinfra plans the hosts concurrently)."""
+        if builder not in self.builds:
+            root, hosts = project_root(), _fleet_hosts()
+            directory = builds.build_dir(_flake_files(target, root))
+            flake = builds.flake_dir(directory)
+            model = next(h for h in hosts if h.name == builder)
+            data = inventory.get_host(builder).data
+            ssh = ssh_argv(data)
+            if (data.get("ssh_user") or "root") != "root":
+                ssh.append("sudo -n")  # the signing key is root's
+            self.builds[builder] = FleetBuild(
+                builder, ssh, lambda: target.flake_files(hosts, root, at=flake), directory,
+                target.flake_ref(flake),
+                binary_cache_url(builder, root) if is_server(model) else None, timeout)
+        return self.builds[builder]
 
     def record(self, host_name: str, step: StepOutcome) -> None:
         self.plans[host_name].steps.append(step)
@@ -293,6 +316,9 @@ class DeployRun:
                 lines.append(f"  {r.host}: ROLLBACK FAILED: {r.reason}")
             lines += [f"  {r.host}: warning: {warning}" for warning in r.warnings]
             lines += [f"  {r.host}: {line}" for line in [*r.diff, *r.would]]
+            if r.fetched_bytes is not None:
+                lines.append(f"  {r.host}: built on {r.built_on}, fetched "
+                             f"{r.fetched_bytes / 2**20:.1f} MiB from its binary cache")
             if r.drift:
                 lines.append(f"  {r.host}: the flake directory differed from what nixfleet last "
                              f"wrote there: {_drift_line(r.drift)}")
@@ -316,8 +342,11 @@ class DeployRun:
         waves = any(r.wave for r in results)
         if waves:  # the waves in order
             results = sorted(results, key=lambda r: r.wave or len(results))
+        # Where a system was built, when any was built by a builder host.
+        builders = any(r.built_on not in (None, "target", "deployer") for r in results)
         table = tables.table(*(("wave",) if waves else ()), "host", "action", "generation",
-                             "result", "closure", "time", "reason", title=title)
+                             "result", "closure", *(("built on",) if builders else ()),
+                             "time", "reason", title=title)
         for r in results:
             generation = f"{_dash(r.generation_before)} -> {_dash(r.generation_after)}"
             colour = COLOURS.get(r.result, "red")
@@ -326,6 +355,7 @@ class DeployRun:
             table.add_row(*((_dash(r.wave),) if waves else ()), r.host, str(r.action or "-"),
                           generation,
                           f"[{colour}]{r.result}{warned}[/{colour}]", r.closure_delta or "-",
+                          *((_dash(r.built_on),) if builders else ()),
                           f"{r.duration:.2f}s" if r.duration is not None else "-", r.reason)
         # Piped, one line per host where it fits: logs and scripts read the rows.
         console = tables.console(piped_width=160)
@@ -506,6 +536,10 @@ def deploy(action: Action | str) -> None:
                                                     generation_after=state.generation),
                                         noop=True)
         return
+    fleet_build = None
+    if settings["buildOn"] not in ("target", "local") and action.builds and not plan.noop:
+        fleet_build = run.fleet_build(settings["buildOn"], target, settings["lockTtl"])
+        fleet_build.add(host.name)
     safety = {"deploy_id": run.deploy_id, "health_timeout": settings["healthTimeout"],
               "checks": checks, "record": run.record,
               "strict_units": bool(settings.get("strictUnits", False))}
@@ -520,6 +554,8 @@ def deploy(action: Action | str) -> None:
         rollback=rollback,
         confirm_timeout=settings["confirmTimeout"] if rollback else 0,
         build_on=settings["buildOn"],
+        fleet_build=fleet_build,
+        build_fallback=settings["buildFallback"] == "target",
         nix_config=target.nix_config(),
         known=state,
         _success_exit_codes=[0, protocol.EXIT_LOCKED],  # locked out: fail_locked_out says so

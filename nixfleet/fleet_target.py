@@ -27,8 +27,9 @@ class FleetTarget(Target):
     def connection(self, entries: Sequence[HostEntry]) -> ConnectionFn:
         return fleet_connection
 
-    def flake_files(self, hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
-        return fleet_flake_files(root)
+    def flake_files(self, hosts: Iterable[Host], root: Path,
+                    at: str | None = None) -> dict[str, bytes]:
+        return fleet_flake_files(root)  # the same wherever it is written
 
     def flake_ref(self, flake_dir: str) -> str:
         return f"path:{flake_dir}?dir=nix"

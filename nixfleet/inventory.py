@@ -170,6 +170,7 @@ def _check_cross_host(hosts: dict[str, Host], groups: dict[str, list[str]]) -> N
             raise InventoryError(f"host {group}: name clashes with the derived group {group!r}")
     servers = set(groups.get("monitoring_server", []))
     for name, host in hosts.items():
+        _check_builder(name, host, hosts)
         monitoring = host.features.monitoring
         if not monitoring.enable or monitoring.mode == "standalone":
             continue
@@ -189,6 +190,25 @@ def _check_cross_host(hosts: dict[str, Host], groups: dict[str, list[str]]) -> N
                 f"host {name}: features.monitoring.serverHost: {server!r} is not a monitoring "
                 f"server (servers: {', '.join(sorted(servers)) or 'none'})"
             )
+
+
+def _check_builder(name: str, host: Host, hosts: dict[str, Host]) -> None:
+    """deploy.buildOn naming a host: a fleet member that builds its own system (one whose
+    system is built elsewhere is not set up to build, e.g. a laptop). A builder may name
+    itself (a class's data naming it reaches it too): its own system is then built with the
+    others, in the same Nix invocation."""
+    builder = host.deploy.buildOn
+    if builder in ("target", "local", name):
+        return
+    if builder not in hosts:
+        close = difflib.get_close_matches(builder, list(hosts), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InventoryError(f"host {name}: deploy.buildOn: {builder!r} is not a host of the "
+                             f"fleet{hint}")
+    if hosts[builder].deploy.buildOn not in ("target", builder):
+        raise InventoryError(
+            f"host {name}: deploy.buildOn: {builder!r} cannot build for others: its own system "
+            f"is built elsewhere (its deploy.buildOn is {hosts[builder].deploy.buildOn!r})")
 
 
 # --- how to connect ------------------------------------------------------------------------

@@ -81,9 +81,17 @@ def _check_ssh_key(value: str) -> str:
 
 
 HostName = Annotated[str, AfterValidator(_check_host_name)]
+
 UserName = Annotated[str, AfterValidator(_check_user_name)]
 Address = Annotated[str, AfterValidator(_check_address)]
 SshPublicKey = Annotated[str, AfterValidator(_check_ssh_key)]
+
+
+def _check_build_on(value: str) -> str:
+    """target, local, or a host's name (the inventory checks that the host is a builder)."""
+    if value in ("target", "local") or SAFE_HOST_NAME.match(value):
+        return value
+    raise ValueError(f"target, local or a fleet host's name, got {value!r}")
 HexId = Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]
 PciSlot = Annotated[str, Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")]
 NixBusId = Annotated[str, Field(pattern=r"^PCI:\d+:\d+:\d+$")]
@@ -404,9 +412,14 @@ class Deploy(Strict):
     confirmTimeout: Annotated[int, Field(ge=5, le=3600)] = 30
     # Seconds the health gate retries before it fails.
     healthTimeout: Annotated[int, Field(ge=1, le=3600)] = 60
-    # target: the host builds its system (as nixos-rebuild --build-host HOST); local: the
-    # deployer builds it and copies the closure with nix copy.
-    buildOn: Literal["target", "local"] = "target"
+    # Where the host's system is built: target (the host itself, as nixos-rebuild does by
+    # default); local (the deployer, which copies the closure with nix copy); or a fleet
+    # member's name, a builder: every target naming it is built there in one Nix invocation,
+    # signed with the fleet's cache key, and fetched by the target from it (nixfleet/builder.py).
+    buildOn: Annotated[str, AfterValidator(_check_build_on)] = "target"
+    # When the builder fails or cannot be reached: none (its targets fail, the builder named)
+    # or target (they build for themselves).
+    buildFallback: Literal["none", "target"] = "none"
     # auto: reboot after the switch when the kernel, initrd or kernel modules changed.
     reboot: Literal["never", "auto"] = "never"
     checks: list[HealthCheck] = []

@@ -99,6 +99,8 @@ class HostOutcome:
     duration: float | None = None  # seconds on the host
     closure_before: int | None = None  # bytes
     closure_after: int | None = None
+    built_on: str | None = None  # target, deployer, or the builder host's name
+    fetched_bytes: int | None = None  # from the builder's binary cache
     diff: list[str] = field(default_factory=list)
     would: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
@@ -133,7 +135,8 @@ class HostOutcome:
             "generation_after": self.generation_after, "toplevel": self.toplevel,
             "flake": self.flake, "duration": self.duration,
             "closure_before": self.closure_before, "closure_after": self.closure_after,
-            "closure_delta": self.closure_delta, "diff": self.diff, "would": self.would,
+            "closure_delta": self.closure_delta, "built_on": self.built_on,
+            "fetched_bytes": self.fetched_bytes, "diff": self.diff, "would": self.would,
             "drift": self.drift, "backup": self.backup,
             "backups_removed": self.backups_removed, "warnings": self.warnings,
             "phases": self.phases,

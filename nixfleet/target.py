@@ -49,8 +49,10 @@ class Target(ABC):
         """How pyinfra connects to each of these hosts (the entries host_entries returned)."""
 
     @abstractmethod
-    def flake_files(self, hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
-        """Relative path -> content of the flake directory the hosts receive."""
+    def flake_files(self, hosts: Iterable[Host], root: Path,
+                    at: str | None = None) -> dict[str, bytes]:
+        """Relative path -> content of the flake directory the hosts receive; at: where the
+        receiving host writes it, when that is not the hosts' flakeDir (a builder's)."""
 
     @abstractmethod
     def flake_ref(self, flake_dir: str) -> str:

@@ -78,9 +78,10 @@ class LabTarget(Target):
     def connection(self, entries: Sequence[HostEntry]) -> ConnectionFn:
         return lab_connection(entries, self.paths)
 
-    def flake_files(self, hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
+    def flake_files(self, hosts: Iterable[Host], root: Path,
+                    at: str | None = None) -> dict[str, bytes]:
         keep_inputs_in_store(root / LAB_FLAKE_DIR)
-        return lab_flake_files(hosts, root, self.paths)
+        return lab_flake_files(hosts, root, self.paths, at)
 
     def lock_dir(self, root: Path) -> Path:
         return root / LAB_FLAKE_DIR
@@ -153,12 +154,14 @@ def lab_connection(entries: Sequence[HostEntry], paths: LabPaths) -> ConnectionF
 # --- the lab flake -------------------------------------------------------------------------
 
 
-def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[str, bytes]:
+def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths,
+                    at: str | None = None) -> dict[str, bytes]:
     """Relative path -> content of the lab flake directory for these hosts (paths: the lab's,
-    where its secrets are)."""
+    where its secrets are; at: where it is written, if not the hosts' flakeDir: the lock names
+    that place)."""
     hosts = list(hosts)
     files = {name: (root / LAB_FLAKE_DIR / name).read_bytes() for name in LAB_FLAKE_FILES}
-    files.update(lab_lock_files(root / LAB_FLAKE_DIR, flake_dir(hosts)))
+    files.update(lab_lock_files(root / LAB_FLAKE_DIR, at or flake_dir(hosts)))
     files["lab.json"] = (json.dumps({"system": nix_system()}, indent=2) + "\n").encode()
     for host in hosts:
         files[f"hosts/{host.name}.json"] = host_data_json(host.nix_data()).encode()

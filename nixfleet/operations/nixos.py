@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from paramiko import SSHException
 from pyinfra import host, logger
@@ -34,6 +34,7 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.connectors.util import CommandOutput, OutputLine
 
 from nixfleet import localbuild, safety
+from nixfleet.builder import FleetBuild
 from nixfleet.facts.deploy import DeployState, HostDeployState
 from nixfleet.flake import changed_paths, delta_tarball, flake_hash
 from nixfleet.inventory import project_root
@@ -127,12 +128,40 @@ class _DeployStep(_KeepsOutput):
     deploy over a fresh connection (safety.recover), waiting up to `wait` seconds for a step
     that still runs."""
 
-    def __init__(self, arguments: Mapping[str, object], wait: float) -> None:
+    def __init__(self, arguments: Mapping[str, object], wait: float,
+                 fleet_build: FleetBuild | None = None, fallback: bool = False,
+                 record: Record | None = None) -> None:
         super().__init__(*(QuoteString(a) for a in protocol.argv(arguments)))
+        self.arguments = dict(arguments)
         self.deploy_id = str(arguments["deploy_id"])
         self.wait = wait
+        self.fleet_build, self.fallback, self.record = fleet_build, fallback, record
+
+    def _built_elsewhere(self, host: Host) -> CommandOutput | None:
+        """The system its builder built (deploy.buildOn: HOST), waiting for that build, in
+        this step's arguments; or the failure's protocol lines when there is none and the host
+        does not build for itself instead (deploy.buildFallback)."""
+        assert self.fleet_build is not None
+        built = self.fleet_build.result(host.name)
+        if built.path is not None:
+            self.arguments.update(prebuilt=built.path, substituter=built.substituter,
+                                  built_on=built.builder)
+            self.bits = tuple(QuoteString(a) for a in protocol.argv(self.arguments))
+            return None
+        if self.fallback:
+            if self.record is not None:
+                self.record(host.name, StepOutcome(
+                    f"{built.reason}; built on the host instead (deploy.buildFallback)", None))
+            return None
+        return CommandOutput([OutputLine("stdout", line)
+                              for line in protocol.result_lines(Result.FAILED, built.reason)])
 
     def execute(self, state: State, host: Host, connector_arguments: Any) -> Any:
+        if self.fleet_build is not None:
+            failed = self._built_elsewhere(host)
+            if failed is not None:  # nothing runs on the host
+                self.output = failed
+                return False, failed
         try:
             status, output = super().execute(state, host, connector_arguments)
         except (OSError, SSHException, TimeoutError, EOFError):
@@ -165,7 +194,9 @@ def rebuild(
     confirm_timeout: int = 0,
     health_timeout: int = 60,
     checks: Sequence[HealthCheck] = (),
-    build_on: Literal["target", "local"] = "target",
+    build_on: str = "target",
+    fleet_build: FleetBuild | None = None,
+    build_fallback: bool = False,
     nix_config: str = "",
     record: Record | None = None,
     known: DeployState | None = None,
@@ -189,8 +220,11 @@ def rebuild(
       (with record: it receives the outcome)
     + health_timeout: seconds the host-side health gate retries
     + checks: health checks; the command ones run in the host-side gate
-    + build_on: target (the host builds, the default) or local (the deployer builds and copies
-      the closure with nix copy; the host only activates)
+    + build_on: target (the host builds, the default), local (the deployer builds and copies
+      the closure with nix copy; the host only activates) or a builder host's name
+    + fleet_build: with a builder: its build of this deploy's targets (nixfleet.builder), whose
+      result the host fetches from the builder's cache under its lock
+    + build_fallback: when the builder fails, the host builds for itself instead of failing
     + nix_config: extra NIX_CONFIG lines for the deployer's own Nix (a local build)
     + record: called with a failure found on the deployer (a local build or copy)
     + known: the host's HostDeployState fact when the caller has just read it (one round trip
@@ -239,7 +273,7 @@ def rebuild(
             yield failure_command(f"local build failed: {error}")
             return
         yield FunctionCommand(_copy_closure, (prebuilt, nix_config, record), {})
-    deploy = _command({
+    deploy = _DeployStep({
         "hostname": host.name, **protocol.action_flags(action), "flake_dir": flake_dir,
         "flake_ref": flake_ref, "want_hash": plan.want_hash, "prebuilt": prebuilt,
         "tarball": tarball, "deploy_id": deploy_id, "owner": owner, "lock_ttl": lock_ttl,
@@ -248,7 +282,9 @@ def rebuild(
         "strict_units": int(strict_units)},
         # A step cut off from the deployer finishes its activation and gate (or its watchdog
         # reverts it): wait for that, then read its result.
-        wait=confirm_timeout + health_timeout + 30)
+        wait=confirm_timeout + health_timeout + 30,
+        fleet_build=fleet_build if action.builds else None, fallback=build_fallback,
+        record=record)
     yield deploy
     if confirm_timeout and action.live and rollback and record is not None:
         # The confirmation belongs to this operation, not one after it: pyinfra waits for
@@ -275,7 +311,7 @@ def _wait_for_turn(state: State, host: Host, turn: Turn, record: Record | None,
 
 def failure_command(reason: str) -> StringCommand:
     """A command that fails with the protocol's result lines (for failures before deploy.sh)."""
-    lines = f"{protocol.PREFIX}result={Result.FAILED}\n{protocol.PREFIX}reason={reason}\n"
+    lines = "".join(f"{line}\n" for line in protocol.result_lines(Result.FAILED, reason))
     return StringCommand("printf", "%s", QuoteString(lines), ";", "exit", "1")
 
 

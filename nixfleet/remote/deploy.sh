@@ -22,12 +22,12 @@
 set -uo pipefail
 mode=deploy flake_dir=- flake_ref=- hostname= want_hash=- tarball=- deploy_id= owner=
 lock_ttl=3600 target_generation= rollback=1 health_timeout=60 checks= prebuilt=
-build=0 set_profile=0 activate= live=0 keep_root=0 watchdog=0 strict_units=0 failing_before=
+substituter= built_on=deployer build=0 set_profile=0 activate= live=0 keep_root=0 watchdog=0 strict_units=0 failing_before=
 for argument in "$@"; do
   case "${argument%%=*}" in
     mode|flake_dir|flake_ref|hostname|want_hash|tarball|deploy_id|owner|lock_ttl|\
-    target_generation|rollback|health_timeout|checks|prebuilt|build|set_profile|activate|\
-    live|keep_root|watchdog|strict_units|failing_before)
+    target_generation|rollback|health_timeout|checks|prebuilt|substituter|built_on|build|\
+    set_profile|activate|live|keep_root|watchdog|strict_units|failing_before)
       printf -v "${argument%%=*}" '%s' "${argument#*=}" ;;
     *) echo "nixfleet-deploy: unknown argument ${argument%%=*}" >&2; exit 2 ;;
   esac
@@ -298,12 +298,37 @@ heartbeat_until_done() { # PID: wait for it while a background heartbeat writes 
   return "$code"
 }
 
+fetch_system() { # the system built on $built_on, from its binary cache: this host's Nix checks
+  # every path's signature against the keys it trusts (the fleet's), so one signed by any
+  # other key is refused here, before anything changes
+  local listing path size bytes=0
+  declare -A sizes=()
+  # Bytes fetched: the closure's paths this store lacks, at their NAR size.
+  listing=$(nix path-info --recursive --size --store "$substituter" "$prebuilt" 2>"$build_log") \
+    || finish failed "fetching the system built on $built_on failed: $(nix_error "$build_log")" 1
+  while read -r path size; do sizes[$path]=$size; done <<< "$listing"
+  while read -r path; do
+    [ -z "$path" ] || bytes=$(( bytes + ${sizes[$path]:-0} ))
+  done < <(nix-store --check-validity --print-invalid "${!sizes[@]}" 2>/dev/null)
+  ( exec 7>&- 9<&-; exec timeout "$lock_ttl" nix copy --from "$substituter" "$prebuilt" ) \
+    >/dev/null 2>"$build_log" </dev/null &
+  heartbeat_until_done $! \
+    || finish failed "the system built on $built_on was refused or not fetched: $(nix_error "$build_log")" 1
+  say fetched_bytes "$bytes"
+}
+
+nix_error() { # FILE: Nix's last line, unless it is only its hint about --show-trace
+  grep -v -e '^(use .--show-trace' -e '^$' "$1" | tail -n 1
+}
+
 build_system() {
   if [ -n "$prebuilt" ]; then
-    # Built by the deployer (deploy.buildOn: local) and copied here with nix copy.
+    # Built elsewhere: by the deployer (deploy.buildOn: local), which copied it here with nix
+    # copy, or by a builder host (built_on), whose binary cache it is fetched from.
+    [ -z "$substituter" ] || fetch_system
     [ -e "$prebuilt" ] || finish failed "the system built elsewhere ($prebuilt) is not in the store" 1
     toplevel=$prebuilt
-    say built_on deployer
+    say built_on "$built_on"
   else
     local attr="$flake_ref#nixosConfigurations.\"$hostname\".config.system.build.toplevel"
     # Bounded by lock_ttl: no deploy holds the host's lock longer than that building. The
@@ -313,9 +338,7 @@ build_system() {
       >"$build_out" 2>"$build_log" </dev/null &
     if ! heartbeat_until_done $!; then
       tail -n 20 "$build_log" >&2
-      # Nix's last line, unless it is only its hint about --show-trace.
-      finish failed "build failed: $(grep -v -e '^(use .--show-trace' -e '^$' "$build_log" \
-        | tail -n 1)" 1
+      finish failed "build failed: $(nix_error "$build_log")" 1
     fi
     toplevel=$(sed -n 's/.*"out":"\([^"]*\)".*/\1/p' "$build_out")
     [ -n "$toplevel" ] || finish failed "nix build printed no output path" 1

@@ -8,7 +8,8 @@ Keys (one line each unless marked repeated):
   generation_before   the system profile's generation number before, and after
   generation_after
   toplevel            the store path built (or the one built by the deployer)
-  built_on            target | deployer
+  built_on            target | deployer | the builder host's name (deploy.buildOn)
+  fetched_bytes       bytes of the system's closure fetched from the builder's cache (NAR size)
   flake               changed | unchanged: whether the flake directory was rewritten
   drift (repeated)    "edited PATH", "deleted PATH", "added PATH": how the flake directory
                       differed from what nixfleet last wrote there; first "record damaged:
@@ -82,6 +83,11 @@ def health_arguments(checks: Iterable[HealthCheck], health_timeout: int,
             "strict_units": int(strict_units)}
 
 
+def result_lines(result: Result, reason: str) -> list[str]:
+    """A result as deploy.sh prints it (for failures found before it runs)."""
+    return [f"{PREFIX}result={result}", f"{PREFIX}reason={reason}"]
+
+
 def lines(output: Iterable[str]) -> Iterator[tuple[str, str]]:
     """(key, value) of each protocol line, in order; other output is ignored."""
     for line in output:
@@ -114,7 +120,8 @@ def failing_before(output: Iterable[str]) -> list[str]:
     gate (health_arguments)."""
     return [value for key, value in lines(output) if key == "failing_before"]
 LISTS = {"backup_removed": "backups_removed"}  # repeated keys kept under another name
-INTEGERS = ("generation_before", "generation_after", "closure_before", "closure_after")
+INTEGERS = ("generation_before", "generation_after", "closure_before", "closure_after",
+            "fetched_bytes")
 
 
 def parse(host: str, action: Action, output: Sequence[str]) -> HostOutcome:
@@ -140,6 +147,6 @@ def parse(host: str, action: Action, output: Sequence[str]) -> HostOutcome:
             outcome.duration = _float(value)
         elif key == "reason":
             outcome.reason = value
-        elif key in ("toplevel", "flake", "backup"):
+        elif key in ("toplevel", "flake", "backup", "built_on"):
             setattr(outcome, key, value or None)
     return outcome

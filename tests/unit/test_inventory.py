@@ -239,7 +239,28 @@ def _break_check_command_syntax(entries):
         {"name": "disk", "command": "test $(df --output=pcent / | tail -1 -lt 95"}]}
 
 
+def _break_build_on_typo(entries):
+    entry(entries, "razer")["deploy"] = {"buildOn": "p62"}
+
+
+def _break_build_on_value(entries):
+    entry(entries, "razer")["deploy"] = {"buildOn": "Local"}
+
+
+def _break_builder_built_elsewhere(entries):
+    # dex5550's own system is built on p620: it is not set up to build for razer.
+    entry(entries, "dex5550")["deploy"] = {"buildOn": "p620"}
+    entry(entries, "razer")["deploy"] = {"buildOn": "dex5550"}
+
+
 BAD_DATA = [
+    (_break_build_on_typo, "host razer: deploy.buildOn: 'p62' is not a host of the fleet "
+                           "(did you mean 'p620'?)"),
+    (_break_build_on_value, "host razer: deploy.buildOn: target, local or a fleet host's "
+                            "name, got 'Local'"),
+    (_break_builder_built_elsewhere,
+     "host razer: deploy.buildOn: 'dex5550' cannot build for others: its own system is built "
+     "elsewhere (its deploy.buildOn is 'p620')"),
     (_break_monitoring_typo,
      "host razer: features.monitoring.mdoe: unknown field (did you mean 'mode'?)"),
     (_break_wrong_type, "host p510: features.development.enable: Input should be a valid "

@@ -1,0 +1,142 @@
+"""deploy.buildOn = HOST: the systems of every target that names a builder, built on it in one
+Nix invocation (nixfleet/remote/build.sh) and signed there with the fleet's cache key. Each
+target then fetches its system from the builder's binary cache under its own deploy lock
+(deploy.sh, `nix copy --from`), and its Nix checks every path's signature against the keys it
+trusts (the fleet's): the closure never passes through the deployer, and a path signed by
+another key is refused before anything changes on the target.
+
+Nix is the engine: one `nix build` of many installables evaluates what they share once and
+builds each shared derivation once, with its own parallel jobs; nothing here schedules builds.
+The build runs when the first of its targets is deployed (every target is planned by then) and
+the others wait for it.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files as package_files
+
+from gevent.lock import Semaphore
+
+from nixfleet.flake import delta_tarball, flake_hash
+
+SCRIPT = package_files("nixfleet.remote").joinpath("build.sh").read_text()
+BUILDS_DIR = "/var/lib/nixfleet/builds"
+# Where agenix puts the fleet's signing key (nix/modules/binary-cache.nix's secretName).
+SIGNING_KEY = "/run/agenix/binary-cache-key"
+PREFIX = "NIXFLEET "
+SSH_FAILED = 255
+
+
+@dataclass(frozen=True)
+class Built:
+    """A target's system as its builder left it."""
+
+    builder: str
+    path: str | None  # the system's store path on the builder; None: not built
+    reason: str = ""  # why not, naming the builder
+    # Where the target fetches it: the builder's binary cache; None when the target is the
+    # builder (the system is in its store already).
+    substituter: str | None = None
+
+
+class FleetBuild:
+    """One builder's build for one deploy: every target added before it runs."""
+
+    def __init__(self, builder: str, ssh: Sequence[str],
+                 files: Callable[[], Mapping[str, bytes]], directory: str, flake_ref: str,
+                 substituter: str | None, timeout: int) -> None:
+        """ssh: an OpenSSH command line to the builder as root (nixfleet.ssh.ssh_argv, with
+        sudo where the user is not root); files: gives the flake as it is written on the
+        builder, in flake_dir(directory), when the build runs (made then: the hosts' deploys
+        are planned concurrently, and a build is made once, without waiting for anything);
+        flake_ref: how Nix names it there;
+        substituter: the builder's binary cache as the targets name it, or None when it runs
+        none; timeout: seconds the build may take."""
+        self.builder = builder
+        self.ssh = list(ssh)
+        self.files = files
+        self.directory, self.flake_ref = directory, flake_ref
+        self.substituter = substituter
+        self.timeout = timeout
+        self.targets: list[str] = []
+        self._results: dict[str, Built] | None = None
+        self._lock = Semaphore()
+
+    def add(self, target: str) -> None:
+        if target not in self.targets:
+            self.targets.append(target)
+
+    def result(self, target: str) -> Built:
+        """The target's system, building every target's at the first call (the others wait
+        for it; pyinfra's gevent runs the hosts' operations concurrently)."""
+        with self._lock:
+            if self._results is None:
+                self._results = self._build()
+        return self._results[target]
+
+    def _build(self) -> dict[str, Built]:
+        if self.substituter is None:
+            return self._all_failed(
+                "runs no binary cache for its targets to fetch from (a builder is the fleet's "
+                "cache server: features.monitoring.mode server)")
+        command = shlex.join(["bash", "-c", SCRIPT, "nixfleet-build", self.directory,
+                              self.flake_ref, SIGNING_KEY, str(self.timeout), *self.targets])
+        started = time.monotonic()
+        files = self.files()
+        try:
+            done = subprocess.run([*self.ssh, command], capture_output=True,
+                                  input=delta_tarball(files, files),
+                                  timeout=self.timeout + 60)
+        except subprocess.TimeoutExpired:
+            return self._all_failed(f"did not finish the build within {self.timeout} s")
+        except OSError as error:
+            return self._all_failed(f"could not be reached: {error}")
+        results = parse(self.builder, self.substituter,
+                        done.stdout.decode(errors="replace").splitlines())
+        built = sum(1 for r in results.values() if r.path)
+        print(f"nixfleet: {self.builder} built {built} of {len(self.targets)} systems in "
+              f"{time.monotonic() - started:.1f} s (one Nix invocation)", flush=True)
+        stderr = done.stderr.decode(errors="replace").strip().splitlines()
+        last = stderr[-1] if stderr else f"exit {done.returncode}"
+        if done.returncode == SSH_FAILED:
+            why = f"could not be reached or was cut off: {last}"
+        else:
+            why = f"gave no result ({last})"
+        return {t: results.get(t) or self._failed(why) for t in self.targets}
+
+    def _failed(self, why: str) -> Built:
+        return Built(self.builder, None, f"builder {self.builder} {why}")
+
+    def _all_failed(self, why: str) -> dict[str, Built]:
+        return {target: self._failed(why) for target in self.targets}
+
+
+def parse(builder: str, substituter: str | None, output: Sequence[str]) -> dict[str, Built]:
+    """build.sh's lines: each target's Built."""
+    results = {}
+    for line in output:
+        key, _, value = line.removeprefix(PREFIX).partition("=")
+        target, _, rest = value.partition(" ")
+        if not line.startswith(PREFIX) or not rest:
+            continue
+        if key == "built":
+            results[target] = Built(builder, rest, "",
+                                    None if target == builder else substituter)
+        elif key == "build_failed":
+            results[target] = Built(builder, None, f"built on {builder}: {rest}")
+    return results
+
+
+def build_dir(files: Mapping[str, bytes]) -> str:
+    """A builder's directory for a build of these flake files (build.sh's DIR)."""
+    return f"{BUILDS_DIR}/{flake_hash(files)}"
+
+
+def flake_dir(directory: str) -> str:
+    """Where the flake is in a build directory."""
+    return f"{directory}/flake"
