@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -57,6 +58,43 @@ def ssh_argv(address: str) -> list[str]:
     lab = lab_paths()
     return nixfleet_ssh_argv({"ssh_hostname": address, "ssh_key": lab.key,
                               "ssh_known_hosts_file": lab.known_hosts})
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """Every lab benchmark's options: --repeats, --sizes, --json (a benchmark adds its own)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
+    return parser
+
+
+def lab_up(size: int) -> None:
+    """The lab at `size` hosts: the inventory's 4 and size - 4 clones."""
+    up = run([str(BIN / "nixfleet"), "lab", "up", "--extra", str(size - 4)], cwd=ROOT,
+             env=LAB_ENV)
+    if up.returncode != 0:
+        raise SystemExit(up.stderr)
+
+
+Row = tuple[str, Callable[[dict[str, float]], float], float | None]  # what, value, target
+
+
+def judge(results: dict[int, dict[str, float]], rows: list[Row],
+          unit: str = "") -> tuple[list[dict], bool]:
+    """Prints each row's value at each size, with its target (at most); the ratios as
+    benchmarks/perf.py reads them, and whether one missed its target."""
+    ratios, missed = [], False
+    for size, figures in results.items():
+        for what, value_of, target in rows:
+            value = value_of(figures)
+            ok = target is None or value <= target
+            missed |= not ok
+            shown = "" if target is None else \
+                f"  [{'ok' if ok else 'MISSED'}: <= {target:.2f}{unit}]"
+            print(f"  {size:>3} hosts  {what:<36} {value:6.2f}{unit}{shown}")
+            ratios.append({"hosts": size, "ratio": what, "value": value, "target": target})
+    return ratios, missed
 
 
 def timed(fn) -> float:
@@ -193,10 +231,7 @@ def ssh_true(hosts: list[dict]) -> None:
 
 def measure(size: int, repeats: int) -> dict[str, float]:
     print(f"\n== {size} lab hosts", flush=True)
-    up = run([str(BIN / "nixfleet"), "lab", "up", "--extra", str(size - 4)], cwd=ROOT,
-             env=LAB_ENV)
-    if up.returncode != 0:
-        raise SystemExit(up.stderr)
+    lab_up(size)
     hosts = lab_hosts()
     repo = Repo()
     repo.nixfleet_switch()  # everything deployed once by nixfleet before timing
@@ -255,11 +290,7 @@ TARGETS = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0]).parse_args()
     startup = statistics.median(timed(lambda: run([str(BIN / "python"), "-c",
                                                     "import pyinfra_cli.main"])) for _ in range(3))
     print(f"start-up: importing pyinfra's CLI takes {startup:.2f} s (part of every nixfleet run)")

@@ -8,6 +8,7 @@ Runs, one after another on the lab (root; NIXFLEET_LAB_INSTANCE selects the lab)
   exporter  benchmarks/exporter.py --lab p620     (scrape latency, >= 20,000 store paths)
   verify    benchmarks/verify.py --sizes 4 16     (fleet against the slowest single host)
   rollout   benchmarks/rollout.py --sizes 4 16    (a canary rollout against a plain switch)
+  builder   benchmarks/builder.py --sizes 4 16    (built on p620 against on each target)
 Each prints its own table; then the ratios of all of them, and OUT/perf-<time>.json.
 --quick: one repeat each, deploys at 4 and 16 hosts only.
 """
@@ -36,6 +37,8 @@ def benchmarks(sizes: list[int], repeats: int) -> dict[str, list[str]]:
                    *map(str, [s for s in sizes if s <= 16])],
         "rollout": [str(here / "rollout.py"), "--repeats", str(repeats), "--sizes",
                     *map(str, [s for s in sizes if s <= 16])],
+        "builder": [str(here / "builder.py"), "--repeats", str(repeats), "--sizes",
+                    *map(str, [s for s in sizes if s <= 16])],
     }
 
 
@@ -46,7 +49,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / ".perf")
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this benchmark (repeatable): deploy, rekey, exporter, "
-                             "verify, rollout")
+                             "verify, rollout, builder")
     args = parser.parse_args()
     sizes, repeats = ([4, 16], 1) if args.quick else (args.sizes, 3)
     results, failed = {}, []

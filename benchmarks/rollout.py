@@ -19,7 +19,6 @@ The lab hosts share this machine's cores, so compare ratios, not absolute times.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -28,9 +27,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from deploy import BIN, LAB_ENV, ROOT, Repo, Timings, run, switch_summary
+from deploy import Repo, Timings, arguments, judge, lab_up, switch_summary
 
 IDLE_TARGET = 0.5  # seconds between a wave's `passed` and the next wave's start
 WAVE_START = re.compile(r"^nixfleet: wave (\d+) of \d+ starts: (.*?)(?: \(one host per .*\))?$")
@@ -121,10 +119,7 @@ def waves_of(switch: TimedSwitch) -> list[Wave]:
 
 def measure(size: int, repeats: int) -> dict[str, float]:
     print(f"\n== {size} lab hosts", flush=True)
-    up = run([str(BIN / "nixfleet"), "lab", "up", "--extra", str(size - 4)], cwd=ROOT,
-             env=LAB_ENV)
-    if up.returncode != 0:
-        raise SystemExit(up.stderr)
+    lab_up(size)
     repo = Repo()
     repo.nixfleet_switch()  # everything deployed once before timing
     timings = Timings()
@@ -192,23 +187,11 @@ RATIOS = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures here")
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0]).parse_args()
     results = {size: measure(size, args.repeats) for size in args.sizes}
-    run([str(BIN / "nixfleet"), "lab", "up", "--extra", "0"], cwd=ROOT, env=LAB_ENV)
+    lab_up(4)
     print("\n== canary against plain (targets in brackets)")
-    ratios, missed = [], False
-    for size, figures in results.items():
-        for what, value_of, target in RATIOS:
-            value = value_of(figures)
-            ok = target is None or value <= target
-            missed |= not ok
-            shown = "" if target is None else f"  [{'ok' if ok else 'MISSED'}: <= {target:.2f}]"
-            print(f"  {size:>3} hosts  {what:<36} {value:6.2f}{shown}")
-            ratios.append({"hosts": size, "ratio": what, "value": value, "target": target})
+    ratios, missed = judge(results, RATIOS)
     if args.json:
         args.json.write_text(json.dumps({"benchmark": "rollout", "repeats": args.repeats,
                                          "seconds": results, "ratios": ratios}, indent=2) + "\n")
