@@ -10,10 +10,11 @@ ways in the same run, median of --repeats:
   target   every host builds its own system (deploy.buildOn: target, the default)
   builder  every host's system is built on p620 in one Nix invocation, signed there and fetched
            from p620's binary cache (deploy.buildOn: p620)
-and prints, for each: wall time, machine CPU seconds (all cores, the deployer and the lab
-hosts alike: the lab's hosts share this machine's 2 cores, so CPU is the honest figure for
-"built once instead of N times"), and bytes in and out of each host's network interfaces during
-the switch (SSH, the flake, fetched systems): the median host's and the builder's.
+and prints, for each: wall time, CPU seconds of the fleet (every lab host's cgroup, and the
+deployer: not what else this machine runs; the lab's hosts share this machine's 2 cores, so CPU
+is the honest figure for "built once instead of N times"), and bytes in and out of each host's
+network interfaces during the switch (SSH, the flake, fetched systems): the median host's and
+the builder's.
 
 --compile-mib: the lab's stand-in derivations cost next to nothing to build (a kernel is a
 sized file), so the builder's own steps (signing, serving, fetching) would be all there is to
@@ -28,13 +29,17 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import shutil
 import statistics
 import sys
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from deploy import (
+    ROOT,
     Repo,
     Timings,
     arguments,
@@ -93,6 +98,27 @@ class BuildRepo(Repo):
         toplevel.write_text(KERNEL.sub(f'kernelVersion = "{version}";', toplevel.read_text()))
 
 
+def fleet_cpu(hosts: list[dict]) -> Callable[[], float]:
+    """CPU seconds spent by the lab's hosts (each runs in its own cgroup) and by this
+    benchmark's finished children (the deployer): unlike the machine's total, not moved by
+    anything else this machine runs (another lab, a test suite)."""
+    sys.path.insert(0, str(ROOT))
+    from nixfleet.lab.config import cgroup_name
+
+    stats = [Path("/sys/fs/cgroup/unified") / cgroup_name(h["host"]) / "cpu.stat"
+             for h in hosts]
+    missing = [str(s) for s in stats if not s.is_file()]
+    if missing:
+        raise SystemExit(f"no cgroup CPU figures: {', '.join(missing)}")
+
+    def seconds() -> float:
+        usage = sum(int(s.read_text().split()[1]) for s in stats) / 1e6  # usage_usec
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage + children.ru_utime + children.ru_stime
+
+    return seconds
+
+
 def interface_bytes(hosts: list[dict]) -> dict[str, int]:
     """Bytes received plus sent on each host's network interfaces (not loopback)."""
 
@@ -130,7 +156,7 @@ def measure(size: int, repeats: int, compile_mib: int) -> dict[str, float]:
     hosts = [h for h in lab_hosts() if h["state"] == "running"]
     repo = BuildRepo(compile_mib)
     repo.nixfleet_switch()  # everything deployed once before timing
-    timings = Timings()
+    timings = Timings(fleet_cpu(hosts))
     moved: dict[str, list[dict[str, int]]] = {"target": [], "builder": []}
     for _ in range(repeats):
         for name, where in (("target", "target"), ("builder", BUILDER)):
