@@ -26,8 +26,10 @@ from nixfleet.flake import delta_tarball, flake_hash
 
 SCRIPT = package_files("nixfleet.remote").joinpath("build.sh").read_text()
 BUILDS_DIR = "/var/lib/nixfleet/builds"
-# Where agenix puts the fleet's signing key (nix/modules/binary-cache.nix's secretName).
-SIGNING_KEY = "/run/agenix/binary-cache-key"
+# The fleet's signing key: the agenix secret (nix/modules/binary-cache.nix's secretName) and
+# where agenix puts it.
+SIGNING_SECRET = "binary-cache-key"
+SIGNING_KEY = f"/run/agenix/{SIGNING_SECRET}"
 PREFIX = "NIXFLEET "
 SSH_FAILED = 255
 

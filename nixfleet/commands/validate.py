@@ -32,7 +32,8 @@ from nixfleet.flake_inputs import CheckState, flake_check
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.steps import Outcome, Status, Step
 
-QUICK = ("inventory", "generated", "nix-syntax", "check-nix", "boot", "secrets", "plaintext")
+QUICK = ("inventory", "generated", "nix-syntax", "check-nix", "boot", "secrets", "builders",
+         "plaintext")
 FULL = (*QUICK, "monitoring", "flake-check")
 
 
@@ -61,6 +62,8 @@ class Validation:
                               after),
             "boot": Step("boot", self.check_boot, "boot limits fit the boot partitions", after),
             "secrets": Step("secrets", self.check_secrets, "secrets against the rules", after),
+            "builders": Step("builders", self.check_builders,
+                             "each builder can sign and serve what it builds", after),
             "plaintext": Step("plaintext", self.check_plaintext, "no plaintext secrets"),
             "monitoring": Step("monitoring", self.check_monitoring, "promtool and amtool"),
             "flake-check": Step("flake-check", self.check_flake, "nix flake check --no-build"),
@@ -133,6 +136,30 @@ class Validation:
                            (f"no file yet in secrets/ (nixfleet secrets create NAME): "
                             f"{', '.join(missing)}",))
         return Outcome(Status.PASSED, f"{files} files match the rules")
+
+    def check_builders(self) -> Outcome:
+        """A host named by deploy.buildOn signs with the fleet's key (it receives the secret
+        binary-cache-key) and serves its targets (it runs the fleet's binary cache)."""
+        from nixfleet.builder import SIGNING_SECRET
+        from nixfleet.monitoring import is_server
+        from nixfleet.secrets.rules import load_rules
+
+        hosts = self.fleet.hosts
+        builders = sorted({h.deploy.buildOn for h in hosts.values()} - {"target", "local"})
+        if not builders:
+            return Outcome(Status.PASSED, "no host builds for others")
+        rules = load_rules(self.fleet, self.root).secrets
+        signers = rules[SIGNING_SECRET].hosts if SIGNING_SECRET in rules else []
+        problems = []
+        for builder in builders:
+            targets = ", ".join(n for n, h in hosts.items() if h.deploy.buildOn == builder)
+            if builder not in signers:
+                problems.append(f"{builder} (builds for {targets}) does not receive the secret "
+                                f"{SIGNING_SECRET} (secrets/rules.py): it could not sign")
+            if not is_server(hosts[builder]):
+                problems.append(f"{builder} (builds for {targets}) runs no binary cache for its "
+                                "targets to fetch from (features.monitoring.mode server)")
+        return Outcome.of(problems, f"{', '.join(builders)} can sign and serve")
 
     def check_plaintext(self) -> Outcome:
         from nixfleet.secrets.plaintext import check_plaintext

@@ -13,8 +13,8 @@ import pytest
 
 from tests.unit.repo_support import copy_repository, git, nixfleet
 
-FULL = ["inventory", "generated", "nix-syntax", "check-nix", "boot", "secrets", "plaintext",
-        "monitoring", "flake-check"]
+FULL = ["inventory", "generated", "nix-syntax", "check-nix", "boot", "secrets", "builders",
+        "plaintext", "monitoring", "flake-check"]
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +201,25 @@ def test_a_boot_limit_the_esp_cannot_hold_is_a_warning(repo):
     assert code == 0, out
     assert "host razer: boot.configurationLimit 3 (systemd-boot): 3 entries of 170 MiB" in out
     assert steps["boot"]["status"] == "passed"  # a warning does not fail validation
+
+
+def test_a_builder_that_could_not_sign_or_serve_fails_it(repo):
+    # razer built on p510: p510 neither receives binary-cache-key nor runs the fleet's cache.
+    inventory = repo / "inventory.py"
+    text = inventory.read_text()
+    entry = text.index('("razer", {')
+    inventory.write_text(text[:entry] + text[entry:].replace(
+        '"hardware_class"', '"deploy": {"buildOn": "p510"}, "hardware_class"', 1))
+    code, steps, out = validate(repo, "--quick")
+    assert code == 1, out
+    assert failed(steps) == {"builders"}
+    assert steps["builders"]["problems"] == [
+        "p510 (builds for razer) does not receive the secret binary-cache-key "
+        "(secrets/rules.py): it could not sign",
+        "p510 (builds for razer) runs no binary cache for its targets to fetch from "
+        "(features.monitoring.mode server)"]
+    # p620 can: the fleet's cache server, which receives the key.
+    inventory.write_text(inventory.read_text().replace('"buildOn": "p510"', '"buildOn": "p620"'))
+    code, steps, out = validate(repo, "--quick")
+    assert code == 0, out
+    assert steps["builders"]["status"] == "passed"
