@@ -20,18 +20,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nixfleet import console
 from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
-from nixfleet.facts.errors import FactParseError
-from nixfleet.facts.status import HostStatusData, parse_status, status_command
+from nixfleet.facts.parsers.errors import FactParseError
+from nixfleet.facts.parsers.host_status import HostStatusData, parse_status, status_command
 from nixfleet.flake import file_hashes
 from nixfleet.inventory import Fleet, load_inventory_file
-from nixfleet.monitoring.api import FiringAlert
 from nixfleet.ssh import ssh_argv
 from nixfleet.target import current_target
+
+if TYPE_CHECKING:
+    from nixfleet.monitoring.api import FiringAlert
 
 SSH_TIMEOUT = 30.0  # seconds for a host's whole answer
 MIB = 2**20
@@ -315,11 +317,13 @@ def gather(fleet: Fleet, root: Path, limits: list[str]) -> tuple[list[HostStatus
     why."""
     selected = fleet.select(limits)
     target = current_target()
-    wanted = file_hashes(target.flake_files(list(fleet.hosts.values()), root))
     roots = [root, target.lock_dir(root)]
     with ThreadPoolExecutor(max_workers=max(2, min(33, len(selected) + 1))) as pool:
+        # The hosts first: what this repository says is worked out while they answer.
+        answering = pool.map(lambda name: ask_host(name, fleet.host_data[name]), selected)
         alerts_future = pool.submit(firing_alerts, fleet, root, selected)
-        answers = list(pool.map(lambda name: ask_host(name, fleet.host_data[name]), selected))
+        wanted = file_hashes(target.flake_files(list(fleet.hosts.values()), root))
+        answers = list(answering)
         try:
             alerts = alerts_future.result()
         except (NixfleetError, OSError, KeyError) as error:

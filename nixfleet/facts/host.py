@@ -25,6 +25,7 @@ from nixfleet.facts.gpu import (
     detect_gpu_state,
 )
 from nixfleet.facts.nix import CurrentSystem, Generation, NixGenerations, RunningSystem
+from nixfleet.facts.parsers.parts import split_parts
 from nixfleet.facts.results import FactResult
 from nixfleet.facts.systemd import FailedUnits, ManagerState, SystemState, UnitStatus
 
@@ -65,19 +66,6 @@ class HostOverviewData(FactResult):
         data["system"] = self.system.to_json() if self.system else None
         data["gpu"] = asdict(self.gpu)
         return data
-
-
-def split_parts(output: list[str], mark: str) -> dict[str, list[str]]:
-    """The output of commands run one after another, each behind a `MARK + NAME` line, by NAME
-    (what one SSH round trip for several facts gives back)."""
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in output:
-        if line.startswith(mark):
-            current = sections.setdefault(line[len(mark):], [])
-        elif current is not None:
-            current.append(line)
-    return sections
 
 
 def _part_command(name: str, fact: FactBase) -> str:

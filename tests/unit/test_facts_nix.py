@@ -124,3 +124,50 @@ def test_the_default_profile_command() -> None:
         "find /nix/var/nix/profiles -maxdepth 1 \\( -name system -o -name 'system-*-link' \\)"
         " -printf '%f\\t%T@\\t%l\\n'"
     )
+
+
+def _toplevel(store: Path, name: str, kernel: str) -> Path:
+    top = store / f"{name}-nixos-system-razer-26.05"
+    (store / kernel).mkdir(parents=True, exist_ok=True)
+    (store / kernel / "bzImage").write_text("k")
+    (store / f"initrd-{name}").write_text("i")
+    top.mkdir()
+    (top / "kernel").symlink_to(store / kernel / "bzImage")
+    (top / "initrd").symlink_to(store / f"initrd-{name}")
+    (top / "kernel-modules").symlink_to(store / f"modules-{kernel}")  # dangling: still named
+    (top / "nixos-version").write_text("26.05.lab")
+    return top
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_the_system_links_command_on_real_links(tmp_path: Path, shell: str) -> None:
+    """current and booted with their kernel, initrd and modules, read by one readlink each;
+    a kernel whose link points into a missing directory reads as unknown, the others keep
+    their own fields."""
+    from nixfleet.facts.parsers.nix import parse_system_links, system_links_command
+
+    store, run = tmp_path / "store", tmp_path / "run"
+    run.mkdir()
+    current = _toplevel(store, "new", "linux-6.12")
+    booted = _toplevel(store, "old", "linux-6.6")
+    (run / "current-system").symlink_to(current)
+    (run / "booted-system").symlink_to(booted)
+    output = subprocess.run([shell, "-c", system_links_command(str(run))], capture_output=True,
+                            text=True, check=True)
+    system = parse_system_links(output.stdout)
+    assert system.current is not None and system.booted is not None
+    assert (system.current.store_path, system.current.kernel, system.current.initrd,
+            system.current.kernel_modules, system.current.nixos_version) == (
+        str(current), str(store / "linux-6.12" / "bzImage"), str(store / "initrd-new"),
+        str(store / "modules-linux-6.12"), "26.05.lab")
+    assert system.booted.kernel == str(store / "linux-6.6" / "bzImage")
+    assert system.reboot_required
+
+    (booted / "kernel").unlink()
+    (booted / "kernel").symlink_to(store / "gone" / "bzImage")
+    output = subprocess.run([shell, "-c", system_links_command(str(run))], capture_output=True,
+                            text=True, check=True)
+    again = parse_system_links(output.stdout).booted
+    assert again is not None
+    assert (again.store_path, again.kernel, again.initrd) == (
+        str(booted), None, str(store / "initrd-old"))

@@ -1,13 +1,18 @@
 """What a host's boot partition and Nix store hold, for a deploy's pre-flight and `nixfleet gc`.
 
-BOOT_SPACE_SCRIPT prints, in one go (part of the HostDeployState fact's command):
+BOOT_ROOM_SCRIPT prints the partition's and the store's room and the booted system (what
+`nixfleet status` shows), BOOT_FILES_SCRIPT after it what the boot partition holds, and
+CLOSURE_SCRIPT after both the current system's closure (the pre-flight's alone):
 
     boot-fs MOUNT SIZE FREE          the boot partition (ESP: /boot/efi, /efi or /boot), bytes
-    boot-file SIZE PATH              each file of EFI/nixos and EFI/Linux, relative to MOUNT
-    boot-gen N KERNEL INITRD KSIZE ISIZE   each system generation's kernel and initrd
     booted PATH                      the booted system
     store-free BYTES                 free bytes where /nix/store is
+    boot-file SIZE PATH              each file of EFI/nixos and EFI/Linux, relative to MOUNT
+    boot-gen N KERNEL INITRD KSIZE ISIZE   each system generation's kernel and initrd
     closure BYTES                    the current system's closure (NAR bytes)
+
+BOOT_SPACE_SCRIPT is the first two, what a deploy's pre-flight (with CLOSURE_SCRIPT, in the
+HostDeployState fact's command) and `nixfleet gc` read.
 """
 
 from __future__ import annotations
@@ -18,23 +23,31 @@ from dataclasses import dataclass, field
 from nixfleet.facts.parsers.errors import FactParseError
 from nixfleet.facts.results import FactResult
 
-# sh (dash on Debian, bash on NixOS): two forks per generation. The closure's size (a nix
-# process, ~80 ms) is asked only where the store has less than STORE_ROOM free: with more,
-# no closure comes near it (the real fleet's NixStoreSize alert is at 50 GiB for the store).
-STORE_ROOM = 64 * 2**30
-BOOT_SPACE_SCRIPT = (
-    "esp=/boot; for m in /boot/efi /efi; do mountpoint -q $m 2>/dev/null && esp=$m && break;"
-    " done;"
+BOOT_ROOM_SCRIPT = (
+    "esp=/boot; for m in /boot/efi /efi; do [ -d $m ] && mountpoint -q $m 2>/dev/null && esp=$m"
+    " && break; done;"
     ' [ -d "$esp" ] && echo "boot-fs $esp $(df -B1 --output=size,avail "$esp" | tail -n 1)";'
-    ' [ -d "$esp" ] && (cd "$esp" && find EFI/nixos EFI/Linux -maxdepth 1 -type f'
+    ' echo "booted $(readlink -f /run/booted-system)";'
+    " sf=$(df -B1 --output=avail /nix/store 2>/dev/null | tail -n 1); echo \"store-free $sf\";"
+)
+# sh (dash on Debian, bash on NixOS): two forks per generation. After BOOT_ROOM_SCRIPT, which
+# sets $esp.
+BOOT_FILES_SCRIPT = (
+    '[ -d "$esp" ] && (cd "$esp" && find EFI/nixos EFI/Linux -maxdepth 1 -type f'
     " -printf 'boot-file %s %p\\n' 2>/dev/null);"
     " for l in /nix/var/nix/profiles/system-*-link; do [ -e \"$l/kernel\" ] || continue;"
     ' n=${l##*/system-}; n=${n%-link};'
     ' echo "boot-gen $n" $(readlink -f "$l/kernel" "$l/initrd")'
-    ' $(stat -L -c %s "$l/kernel" "$l/initrd" 2>/dev/null); done;'
-    ' echo "booted $(readlink -f /run/booted-system)";'
-    " sf=$(df -B1 --output=avail /nix/store 2>/dev/null | tail -n 1); echo \"store-free $sf\";"
-    f' [ "${{sf:-0}}" -lt {STORE_ROOM} ] 2>/dev/null && echo "closure $(nix'
+    ' $(stat -L -c %s "$l/kernel" "$l/initrd" 2>/dev/null); done; true;'
+)
+BOOT_SPACE_SCRIPT = f"{BOOT_ROOM_SCRIPT} {BOOT_FILES_SCRIPT}"
+# The current system's closure, for a deploy's pre-flight only (after BOOT_ROOM_SCRIPT, which
+# sets $sf): a nix process (30-80 ms of a host's CPU), so asked only where the store has less
+# than STORE_ROOM free: with more, no closure comes near it (the real fleet's NixStoreSize
+# alert is at 50 GiB for the store).
+STORE_ROOM = 64 * 2**30
+CLOSURE_SCRIPT = (
+    f'[ "${{sf:-0}}" -lt {STORE_ROOM} ] 2>/dev/null && echo "closure $(nix'
     " --extra-experimental-features nix-command path-info -S /run/current-system 2>/dev/null"
     " | awk '{print $NF}')\"; true;"
 )

@@ -203,12 +203,17 @@ def system_links_command(run_dir: str = "/run") -> str:
 
     + run_dir: where the links are, /run on a host
     """
+    # One readlink for the link and its three files, not four: processes are most of this
+    # command's cost on a host. Each has a parent that exists, so each gets its line; where
+    # the lines are not four (a file whose link points into a missing directory), one each.
     return (
         f"for name in current booted; do l={shlex.quote(run_dir)}/$name-system; "
         "[ -e $l ] || continue; "
-        "printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' $name \"$(readlink -f $l)\" "
-        "\"$(readlink -f $l/kernel)\" \"$(readlink -f $l/initrd)\" "
-        "\"$(readlink -f $l/kernel-modules)\" \"$(cat $l/nixos-version 2>/dev/null)\" "
+        "set -- $(readlink -f $l $l/kernel $l/initrd $l/kernel-modules); "
+        "[ $# = 4 ] || set -- \"$(readlink -f $l)\" \"$(readlink -f $l/kernel)\" "
+        "\"$(readlink -f $l/initrd)\" \"$(readlink -f $l/kernel-modules)\"; "
+        "printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' $name \"$1\" \"$2\" \"$3\" \"$4\" "
+        "\"$(cat $l/nixos-version 2>/dev/null)\" "
         "\"$($l/sw/bin/nixos-version --configuration-revision 2>/dev/null)\"; done"
     )
 
