@@ -15,29 +15,27 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import NoReturn
 
-from nixfleet.commands import (
-    deploy,
-    facts,
-    gc,
-    import_flake,
-    inventory,
-    monitoring,
-    nix,
-    ping,
-    status,
-    update,
-    validate,
-)
 from nixfleet.commands.options import add_inventory_option
 from nixfleet.errors import NixfleetError
-from nixfleet.secrets import cli as secrets_cli
-from nixfleet.verify import cli as verify_cli
 
-COMMANDS = (inventory, validate, deploy, facts, ping, status, gc, monitoring, nix, update,
-            import_flake, secrets_cli, verify_cli)
+# Each command's module, by the command's name, in the order --help lists them. A command line
+# that names one imports only its module (a command's start is mostly Python importing what
+# it uses: pyinfra, httpx, jinja2...); --help, no command or an unknown one imports them all.
+COMMANDS = {
+    "inventory": "nixfleet.commands.inventory", "generate": "nixfleet.commands.inventory",
+    "validate": "nixfleet.commands.validate", "deploy": "nixfleet.commands.deploy",
+    "facts": "nixfleet.commands.facts", "ping": "nixfleet.commands.ping",
+    "status": "nixfleet.commands.status", "gc": "nixfleet.commands.gc",
+    "monitoring": "nixfleet.commands.monitoring", "check-syntax": "nixfleet.commands.nix",
+    "check-nix": "nixfleet.commands.nix", "check-flake": "nixfleet.commands.nix",
+    "update-flake": "nixfleet.commands.nix", "update": "nixfleet.commands.update",
+    "import": "nixfleet.commands.import_flake", "secrets": "nixfleet.secrets.cli",
+    "verify": "nixfleet.verify.cli",
+}
 ENTRY_POINT_GROUP = "nixfleet.commands"  # name = "module:register"
 
 
@@ -47,19 +45,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"nixfleet: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command a command line names: its first word after the --inventory option, if any
+    (None for anything else, which then meets the whole parser)."""
+    rest = list(argv)
+    if rest and rest[0].startswith("--inventory"):
+        rest = rest[1:] if "=" in rest[0] else rest[2:]
+    return rest[0] if rest and not rest[0].startswith("-") else None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of nixfleet's commands; given the command line, of the command it names
+    only (every command where it names none)."""
     parser = _Parser(prog="nixfleet", description=__doc__.splitlines()[0])
     add_inventory_option(parser)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for command in COMMANDS:
-        command.register(commands)
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+    named = _named_command(argv) if argv is not None else None
+    if named in COMMANDS:
+        import_module(COMMANDS[named]).register(commands)
+        return parser
+    found = entry_points(group=ENTRY_POINT_GROUP)
+    chosen = [entry_point for entry_point in found if entry_point.name == named]
+    if not chosen:
+        for module in dict.fromkeys(COMMANDS.values()):
+            import_module(module).register(commands)
+    for entry_point in chosen or found:
         entry_point.load()(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -100,3 +100,20 @@ def test_stale_generated_files_are_found_and_rewritten(root, tmp_path):
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "nix" / "hosts" / "gone.json").exists()
     assert json.loads((tmp_path / "nix/hosts/p620.json").read_text())["system"]["timezone"] == "UTC"
+
+
+def test_each_command_is_found_by_its_name_alone():
+    """A command line imports only the module its command names (nixfleet.cli.COMMANDS): each
+    module registers exactly the commands listed for it, and a parser built for one command
+    line parses it as the whole parser does."""
+    import argparse
+    from importlib import import_module
+
+    from nixfleet.cli import COMMANDS, build_parser
+
+    for module in set(COMMANDS.values()):
+        commands = argparse.ArgumentParser().add_subparsers()
+        import_module(module).register(commands)
+        assert set(commands.choices) == {n for n, m in COMMANDS.items() if m == module}
+    line = ["--inventory", "inventory.py", "status", "--limit", "razer", "--json"]
+    assert build_parser(line).parse_args(line) == build_parser().parse_args(line)
