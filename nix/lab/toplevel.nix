@@ -85,19 +85,22 @@ let
   port = key: toString ports.${key};
   # The fleet's binary cache (modules/binary-cache.nix, as lib/host-module.nix enables it): the
   # monitoring server serves its store, signed with the agenix secret binary-cache-key; hosts
-  # that name a monitoring server substitute from it and trust the lab key's public half.
+  # that name a monitoring server substitute from it. Every host trusts the lab key's public
+  # half (what a builder host signs for it, too).
   cacheServer = monitoring.enable && monitoring.mode == "server";
   cacheSigned = builtins.any (secret: secret.name == "binary-cache-key") secrets;
   cacheClient = monitoring.enable && monitoring.serverHost != null && binaryCachePublicKey != "";
   # The client's nix.settings, an environment.etc file that the lab's /etc/nix/nix.conf
   # includes (NixOS writes them into nix.conf itself; the lab's keeps what Nix needs offline).
   # No cache.nixos.org: the lab is offline.
-  nixSettings = concatStringsSep "" [
+  nixSettings = concatStringsSep "" ((if cacheClient then [
     "substituters = http://${monitoring.serverHost}:${port "binaryCache"}\n"
+  ] else [ ]) ++ [
     "trusted-public-keys = ${binaryCachePublicKey}\n"
+  ] ++ (if cacheClient then [
     # A sleeping cache host must not stall every build for long.
     "connect-timeout = 5\n"
-  ];
+  ] else [ ]));
 
   # The exporters of nixfleet's Python package, as modules/monitoring/client.nix runs them;
   # the lab ships their modules to every host (nixfleet/lab/machine.py).
@@ -249,7 +252,7 @@ let
   # environment.etc: NAME (relative to /etc) -> text; activation links each into /etc.
   etcFiles = { "nixfleet/health.tsv" = healthTsv; }
     // (if providersFile then { "ai-providers.json" = toJSON aiProviders; } else { })
-    // (if cacheClient then { "nix/settings.conf" = nixSettings; } else { });
+    // (if binaryCachePublicKey != "" then { "nix/settings.conf" = nixSettings; } else { });
 
   # What the system's packages put on PATH (/run/current-system/sw/bin): NAME -> program.
   # ai-cli and ai-chat are the nixfleet package's (modules/features/ai.nix); the lab's runs

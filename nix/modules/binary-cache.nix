@@ -1,5 +1,6 @@
 # The fleet's binary cache: nix-serve on one host, signing with a key from agenix; every other
-# host substitutes from it and trusts its public key.
+# host substitutes from it. Every host trusts the key's public half: a builder host
+# (deploy.buildOn) signs with it what it builds for the others, the cache server's clones too.
 { config, lib, ... }:
 let
   inherit (lib) mkEnableOption mkIf mkMerge mkOption types;
@@ -64,10 +65,14 @@ in
       nix.settings = {
         # Listed before cache.nixos.org (which NixOS appends), so the fleet's cache is asked first.
         substituters = [ cfg.client.url ];
-        trusted-public-keys = [ cfg.publicKey ];
         # A sleeping cache host must not stall every build for long.
         connect-timeout = 5;
       };
+    })
+    (mkIf (cfg.publicKey != "") {
+      # Beside cache.nixos.org's key (NixOS's default): what the fleet signs, from its cache or
+      # its builder, is accepted; a path signed by no trusted key is refused.
+      nix.settings.trusted-public-keys = [ cfg.publicKey ];
     })
   ];
 }

@@ -1,5 +1,6 @@
 """The fleet's binary cache: the server answers /nix-cache-info; each client's Nix lists it as
-a substituter and trusts its public key (nix/binary-cache.pub; the lab's own key in the lab)."""
+a substituter; every host's Nix trusts its public key (nix/binary-cache.pub; the lab's own key
+in the lab)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,19 @@ def test_the_cache_answers(reads, spec, config_root):
 
 
 @pytest.mark.fleet(hosts=lambda spec, session: is_cache_client(spec))
-def test_nix_substitutes_from_the_fleet_cache(reads, spec, fleet, config_root):
+def test_nix_substitutes_from_the_fleet_cache(reads, spec, config_root):
     settings = dict(line.split(" = ", 1) for line in reads.check_output(NIX_CONFIG).splitlines()
                     if " = " in line)
     url = binary_cache_url(spec.features.monitoring.serverHost, config_root)
     assert url in settings.get("substituters", "").split(), \
         f"substituters do not list {url}: {settings.get('substituters') or 'none'}"
+
+
+def test_nix_trusts_the_fleets_signing_key(reads, fleet, config_root):
+    """On every host: what the fleet's cache serves and what a builder host (deploy.buildOn)
+    builds for it are signed with that key."""
+    settings = dict(line.split(" = ", 1) for line in reads.check_output(NIX_CONFIG).splitlines()
+                    if " = " in line)
     key = current_target().binary_cache_public_key(fleet, config_root)
     assert key in settings.get("trusted-public-keys", "").split(), \
         f"trusted-public-keys lack {key.split(':')[0]}"
