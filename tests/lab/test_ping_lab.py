@@ -45,10 +45,18 @@ def test_every_lab_host_answers_with_its_nixos_version():
 
 
 def test_a_host_without_sshd_is_a_row_with_the_reason():
-    # sshd comes back by itself in 10 s (the session that stops it survives: KillMode=process).
-    on("dex5550", "systemd-run --on-active=10s --unit=ping-test-ssh systemctl start ssh.service"
-                  " && systemctl stop ssh.service")
+    # The session that stops sshd survives it (KillMode=process) and starts it again when told
+    # to: sshd stays down for exactly the pings, however long a busy machine makes them (it
+    # came back by itself after 10 s, sometimes before the second ping). The timer only starts
+    # it should this test die first.
+    stopper = subprocess.Popen(
+        [sys.executable, "-m", "nixfleet", "lab", "exec", "dex5550", "--",
+         "systemd-run --on-active=300s --unit=ping-test-ssh systemctl start ssh.service"
+         " && systemctl stop ssh.service && echo stopped && read -r _;"
+         " systemctl start ssh.service; systemctl stop ping-test-ssh.timer"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
+        assert stopper.stdout is not None and stopper.stdout.readline() == "stopped\n"
         result = ping("--limit", "dex5550", "--limit", "razer")
         assert result.returncode == 1
         assert "1 of 2 hosts answer over SSH; not: dex5550" in result.stdout
@@ -58,4 +66,5 @@ def test_a_host_without_sshd_is_a_row_with_the_reason():
         assert rows["dex5550"]["error"] == "port 22: Connection refused"
         assert not rows["dex5550"]["ssh_ok"] and rows["dex5550"]["nixos_version"] is None
     finally:
+        stopper.communicate("\n", timeout=120)
         wait_until(lambda: ping("--limit", "dex5550").returncode == 0, 60, "dex5550's sshd")
