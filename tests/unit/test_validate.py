@@ -174,7 +174,7 @@ def test_junit_xml_has_a_case_per_step_and_the_failure(repo, tmp_path):
     assert result.returncode == 1
     suite = ElementTree.parse(junit).getroot().find("testsuite")
     assert suite is not None
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("9", "1", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("10", "1", "1")
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert list(cases) == FULL
     failure = cases["plaintext"].find("failure")
