@@ -188,20 +188,26 @@ def reboot(host: Host, values: dict[str, str], health_command: str,
     if before is None:
         return StepOutcome("unreachable before the reboot", Result.FAILED)
     fresh_ssh(host, "systemctl reboot", 15)
-    after: Answer | None = None
+
+    booted: list[str] = []  # the new boot's id, running system and default system
 
     def new_boot() -> bool:
-        nonlocal after
-        after = fresh_ssh(host, "cat /proc/sys/kernel/random/boot_id; "
-                                "systemctl is-system-running --wait >/dev/null; "
-                                "readlink -f /run/current-system; "
-                                f"readlink -f {SYSTEM_PROFILE}", 60)
-        return after is not None and after.stdout.split()[:1] != before.stdout.split()[:1]
+        # Only a whole answer counts: a session that the old system's shutdown cut off
+        # answers nothing, which is not a new boot id.
+        answer = fresh_ssh(host, "cat /proc/sys/kernel/random/boot_id; "
+                                 "systemctl is-system-running --wait >/dev/null; "
+                                 "readlink -f /run/current-system; "
+                                 f"readlink -f {SYSTEM_PROFILE}", 60)
+        fields = answer.stdout.split() if answer is not None and answer.ok else []
+        if len(fields) != 3 or fields[:1] == before.stdout.split()[:1]:
+            return False
+        booted[:] = fields
+        return True
 
-    if not wait_for(new_boot, REBOOT_TIMEOUT, 2) or after is None:
+    if not wait_for(new_boot, REBOOT_TIMEOUT, 2):
         return StepOutcome(f"did not come back within {REBOOT_TIMEOUT}s of the reboot",
                            Result.FAILED)
-    _, running, default = [*after.stdout.split(), "", "", ""][:3]
+    _, running, default = booted
     problem = None if running == default else f"after the reboot it runs {running}, not {default}"
     if problem is None:
         gate = fresh_ssh(host, health_command, 600)

@@ -1,6 +1,7 @@
 """The deployer's side of a deploy step that ended without a result (nixfleet.safety.recover):
 the host's journal read over fresh connections, the step waited for while it still holds the
-lock, and one line when it was killed or never reached again."""
+lock, and one line when it was killed or never reached again. Also the reboot's wait for the
+host's new boot (nixfleet.safety.reboot), which reads the host the same way."""
 
 from __future__ import annotations
 
@@ -80,3 +81,30 @@ def test_a_host_that_does_not_answer_again_is_unreachable_and_left_to_its_watchd
                           "later; a switch not confirmed returns to the system before by itself "
                           "(its watchdog)")
     assert 2 <= len(commands) <= 5  # bounded
+
+
+def test_a_reboot_waits_for_a_whole_answer_from_the_new_boot(monkeypatch):
+    """A session that the old system's shutdown cuts off answers nothing: that is no new boot
+    id, and the gate must not run on a host that is still going down (it did, in CI, and
+    reported "unreachable after the reboot")."""
+    booted = Answer(True, "new-id\n/nix/store/a-system\n/nix/store/a-system\n", "")
+    commands = answers(monkeypatch, Answer(True, "old-id\n", ""), Answer(True, "", ""),
+                       Answer(False, "", ""), None, booted, Answer(True, "", ""))
+    out = safety.reboot(HOST, {"result": "changed"}, "GATE", None,  # type: ignore[arg-type]
+                        only_if_required=False)
+    assert out is not None and out.reason == "rebooted into the new generation, healthy"
+    assert commands[1] == "systemctl reboot"
+    assert [c.startswith("cat /proc/sys/kernel/random/boot_id;") for c in commands[2:5]] == \
+        [True] * 3 and commands[5] == "GATE"
+
+
+def test_a_reboot_into_another_system_than_the_default_is_rolled_back(monkeypatch):
+    booted = Answer(True, "new-id\n/nix/store/old-system\n/nix/store/a-system\n", "")
+    commands = answers(monkeypatch, Answer(True, "old-id\n", ""), Answer(True, "", ""), booted,
+                       Answer(True, "NIXFLEET generation_after=4\n", ""))
+    out = safety.reboot(HOST, {"result": "changed"}, "GATE", "BACK",  # type: ignore[arg-type]
+                        only_if_required=False)
+    assert out is not None and (out.result, out.generation_after) == (Result.ROLLED_BACK, 4)
+    assert out.reason == ("after the reboot it runs /nix/store/old-system, not "
+                          "/nix/store/a-system; rolled back")
+    assert commands[-1] == "BACK"
