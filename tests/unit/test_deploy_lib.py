@@ -13,13 +13,14 @@ import tarfile
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from nixfleet import safety
 from nixfleet.cli import build_parser
 from nixfleet.commands.deploy import cmd_deploy
-from nixfleet.facts.deploy import DeployState, parse_deploy_state
+from nixfleet.facts.deploy import DeployState, deploy_state_command, parse_deploy_state
 from nixfleet.facts.errors import FactParseError
 from nixfleet.flake import MANIFEST, changed_paths, delta_tarball, file_hashes, flake_hash
 from nixfleet.model import HealthCheck
@@ -122,9 +123,9 @@ def test_the_deploy_state_fact_reads_files_strays_and_the_system():
     sha = "a" * 64
     state = parse_deploy_state("\n".join([
         "generation system-12-link", "current /nix/store/x-system", "profile /nix/store/y",
-        "last-deploy abc /nix/store/x-system", f"record {sha}", f"{sha}  flake.nix",
-        f"{sha}  hosts/two words.json", "stray nixos"]))
-    assert state.files == {"flake.nix": sha, "hosts/two words.json": sha}
+        "last-deploy abc /nix/store/x-system", f"record {sha}", f"{sha}  ./hosts/two words.json",
+        f"{sha}  ./flake.nix", "stray nixos"]))
+    assert list(state.files.items()) == [("flake.nix", sha), ("hosts/two words.json", sha)]
     assert state.strays == ("nixos",) and state.generation == 12
     assert (state.current_system, state.profile_system) == ("/nix/store/x-system", "/nix/store/y")
     assert (state.last_hash, state.last_toplevel, state.record_hash) == \
@@ -133,6 +134,29 @@ def test_the_deploy_state_fact_reads_files_strays_and_the_system():
     assert empty.generation is None and empty.last_hash is None and empty.files == {}
     with pytest.raises(FactParseError):
         parse_deploy_state("garbage line")
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_the_deploy_state_command_on_a_real_flake_directory(tmp_path: Path, shell: str):
+    """One find hands the files to sha256sum and names the strays (a link, an empty
+    directory); a missing flake directory is no files, and the command ends normally."""
+    flake = tmp_path / "flake"
+    (flake / "hosts" / "empty").mkdir(parents=True)
+    (flake / "flake.nix").write_text("{ }")
+    (flake / "hosts" / "two words.json").write_text("{}")
+    (flake / ".hidden").write_text("x")
+    (flake / "link").symlink_to("flake.nix")
+    for preflight in (False, True):
+        result = subprocess.run([shell, "-c", deploy_state_command(str(flake), preflight)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        state = parse_deploy_state(result.stdout)
+        assert state.files == {p: hashlib.sha256(content).hexdigest() for p, content in [
+            (".hidden", b"x"), ("flake.nix", b"{ }"), ("hosts/two words.json", b"{}")]}
+        assert sorted(state.strays) == ["hosts/empty", "link"]
+    missing = subprocess.run([shell, "-c", deploy_state_command(str(tmp_path / "gone"), False)],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 0 and parse_deploy_state(missing.stdout).files == {}
 
 
 def test_a_step_after_the_remote_one_replaces_or_adds_to_its_result():

@@ -80,7 +80,7 @@ def answer(files: dict[str, str], record: str, verified: str = "", journal: str 
               f"profile {RUNNING}", "last-deploy ", "record ", f"verified {verified}",
               "boot-fs /boot 536870912 268435456", f"booted {booted}",
               "store-free 10737418240",
-              *(f"{sha}  {path}" for path, sha in files.items())]
+              *(f"{sha}  ./{path}" for path, sha in files.items())]
     return ["#nixfleet:status:deploy", *deploy, "#nixfleet:status:record",
             *record.splitlines(), "#nixfleet:status:journal", *journal.splitlines(),
             "#nixfleet:status:generations", "#nixfleet:status:system",

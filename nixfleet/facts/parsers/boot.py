@@ -23,12 +23,16 @@ from dataclasses import dataclass, field
 from nixfleet.facts.parsers.errors import FactParseError
 from nixfleet.facts.results import FactResult
 
+# One df for the partition and the store: after its header, FILE SIZE AVAIL for each argument
+# it could read, taken apart by the shell itself (processes are most of this script's cost;
+# exec: bash starts a second process for a command substitution with a redirection).
 BOOT_ROOM_SCRIPT = (
     "esp=/boot; for m in /boot/efi /efi; do [ -d $m ] && mountpoint -q $m 2>/dev/null && esp=$m"
-    " && break; done;"
-    ' [ -d "$esp" ] && echo "boot-fs $esp $(df -B1 --output=size,avail "$esp" | tail -n 1)";'
-    ' echo "booted $(readlink -f /run/booted-system)";'
-    " sf=$(df -B1 --output=avail /nix/store 2>/dev/null | tail -n 1); echo \"store-free $sf\";"
+    ' && break; done; [ -d "$esp" ] || esp=; bf=; sf=;'
+    ' set -- $(exec df -B1 --output=file,size,avail ${esp:+"$esp"} /nix/store 2>/dev/null);'
+    ' while [ $# -ge 3 ]; do case $1 in /nix/store) sf=$3;; "$esp") bf="$2 $3";; esac; shift 3;'
+    ' done; [ -n "$esp" ] && echo "boot-fs $esp $bf";'
+    ' echo "booted $(readlink -f /run/booted-system)"; echo "store-free $sf";'
 )
 # sh (dash on Debian, bash on NixOS): two forks per generation. After BOOT_ROOM_SCRIPT, which
 # sets $esp.

@@ -73,19 +73,25 @@ def deploy_state_command(flake_dir: str, preflight: bool = True) -> str:
       it the boot partition's and the store's room only
     """
     # An assignment cannot take QuoteString's padding, so the value is shlex-quoted.
+    # Processes are most of its cost on a host: the running and profile systems come from one
+    # readlink (one each where it prints other than two lines), the files and the strays from
+    # one find, which hands the files to one sha256sum (`./PATH`, which the parser reads as
+    # PATH); a file is read where it exists (bash starts a second process for a command
+    # substitution with a redirection). It does not exit: `nixfleet status` runs it in its
+    # own shell, other parts after it.
     return (
         f"d={shlex.quote(flake_dir)}; export LC_ALL=C;"
         f' echo "generation $(readlink {SYSTEM_PROFILE})";'
-        f' echo "current $(readlink -f /run/current-system)";'
-        f' echo "profile $(readlink -f {SYSTEM_PROFILE})";'
-        f' echo "last-deploy $(cat {LAST_DEPLOY} 2>/dev/null)";'
-        f' r=$([ -f {RECORD} ] && sha256sum < {RECORD}); echo "record ${{r%% *}}";'
-        f' echo "verified $(cat {VERIFIED} 2>/dev/null)";'
+        f" set -- $(readlink -f /run/current-system {SYSTEM_PROFILE});"
+        f' [ $# = 2 ] || set -- "$(readlink -f /run/current-system)"'
+        f' "$(readlink -f {SYSTEM_PROFILE})"; echo "current $1"; echo "profile $2";'
+        f' l=; [ -f {LAST_DEPLOY} ] && l=$(cat {LAST_DEPLOY}); echo "last-deploy $l";'
+        f' r=; [ -f {RECORD} ] && r=$(sha256sum {RECORD}); echo "record ${{r%% *}}";'
+        f' v=; [ -f {VERIFIED} ] && v=$(cat {VERIFIED}); echo "verified $v";'
         + (f" {BOOT_SPACE_SCRIPT} {CLOSURE_SCRIPT}" if preflight else f" {BOOT_ROOM_SCRIPT}")
-        + ' cd "$d" 2>/dev/null || exit 0;'
-        " find . -type f -printf '%P\\0' | sort -z | xargs -0r sha256sum --;"
-        " find . -mindepth 1 \\( -type d -empty -o ! -type d ! -type f \\)"
-        " -printf 'stray %P\\n'; true"
+        + ' if cd "$d" 2>/dev/null; then'
+        " find . -mindepth 1 \\( -type f -exec sha256sum -- {} + \\)"
+        " -o \\( -type d -empty -o ! -type d \\) -printf 'stray %P\\n'; cd /; fi; true"
     )
 
 
@@ -102,13 +108,13 @@ def parse_deploy_state(text: str) -> DeployState:
             values[key] = rest.strip()
         elif key == "stray":
             strays.append(rest)
-        elif len(key) == 64 and rest.startswith(" ") and rest[1:]:
-            files[rest[1:]] = key  # sha256sum: "SHA256  PATH"
+        elif len(key) == 64 and rest.startswith(" ./") and rest[3:]:
+            files[rest[3:]] = key  # sha256sum: "SHA256  ./PATH"
         elif line.strip():
             raise FactParseError("deploy state", "unexpected line", text)
     last = parse_last_deploy(values.get("last-deploy", ""))
     return DeployState(
-        files=files, strays=tuple(strays),
+        files=dict(sorted(files.items())), strays=tuple(strays),
         generation=generation_number(values.get("generation")),
         current_system=values.get("current") or None,
         profile_system=values.get("profile") or None,

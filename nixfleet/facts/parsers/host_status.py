@@ -55,7 +55,9 @@ class HostStatusData(FactResult):
 
 
 def status_command(flake_dir: str) -> str:
-    """Each part's command in a subshell (one that exits ends only its part).
+    """Each part's command in a group of this shell, its errors discarded: no part exits, and
+    a subshell would cost each host a process per part (processes are most of what this
+    command costs a host).
 
     What status shows of the generations, the current one's number and age, is in the
     profile links themselves: one find, where `nixos-rebuild list-generations` (the
@@ -71,7 +73,7 @@ def status_command(flake_dir: str) -> str:
         "system": SYSTEM_LINKS_COMMAND,
         "failed": f"command -v systemctl >/dev/null && {{ {list_units_command('--failed')}; }}",
     }
-    return "; ".join(f"echo '{_MARK}{name}'; ( {command} ) 2>/dev/null"
+    return "; ".join(f"echo '{_MARK}{name}'; {{ {command}; }} 2>/dev/null"
                      for name, command in parts.items()) + "; echo '#nixfleet:status:end'"
 
 

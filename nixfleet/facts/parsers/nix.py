@@ -206,15 +206,20 @@ def system_links_command(run_dir: str = "/run") -> str:
     # One readlink for the link and its three files, not four: processes are most of this
     # command's cost on a host. Each has a parent that exists, so each gets its line; where
     # the lines are not four (a file whose link points into a missing directory), one each.
+    # The NixOS version is the file's line, read by the shell; nixos-version (a program) is
+    # asked for the configuration revision only where the system has it (exec: bash starts a
+    # second process for a command substitution with a redirection).
     return (
         f"for name in current booted; do l={shlex.quote(run_dir)}/$name-system; "
         "[ -e $l ] || continue; "
         "set -- $(readlink -f $l $l/kernel $l/initrd $l/kernel-modules); "
         "[ $# = 4 ] || set -- \"$(readlink -f $l)\" \"$(readlink -f $l/kernel)\" "
         "\"$(readlink -f $l/initrd)\" \"$(readlink -f $l/kernel-modules)\"; "
-        "printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' $name \"$1\" \"$2\" \"$3\" \"$4\" "
-        "\"$(cat $l/nixos-version 2>/dev/null)\" "
-        "\"$($l/sw/bin/nixos-version --configuration-revision 2>/dev/null)\"; done"
+        "v=; [ -r $l/nixos-version ] && IFS= read -r v < $l/nixos-version; "
+        "c=; [ -x $l/sw/bin/nixos-version ] && "
+        "c=$(exec $l/sw/bin/nixos-version --configuration-revision 2>/dev/null); "
+        "printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' $name \"$1\" \"$2\" \"$3\" \"$4\" \"$v\" "
+        "\"$c\"; done"
     )
 
 
