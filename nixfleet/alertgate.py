@@ -15,8 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import httpx
-
 from nixfleet.errors import NixfleetError
 from nixfleet.model import AlertGate as Settings
 from nixfleet.monitoring.api import TIMEOUT, FiringAlert, api_data, firing
@@ -58,13 +56,12 @@ class WaveAlerts:
         """What fires now on the servers still in the gate; servers that did not answer."""
         alerts: list[FiringAlert] = []
         failed: dict[str, str] = {}
-        with httpx.Client(timeout=TIMEOUT) as client:
-            for server, prometheus in self._servers().items():
-                try:
-                    alerts += firing(server, api_data(client, server,
-                                                      f"{prometheus}/api/v1/alerts"))
-                except NixfleetError as error:
-                    failed[server] = str(error)
+        for server, prometheus in self._servers().items():
+            try:
+                alerts += firing(server, api_data(server, f"{prometheus}/api/v1/alerts",
+                                                  TIMEOUT))
+            except NixfleetError as error:
+                failed[server] = str(error)
         return alerts, failed
 
     def _skip_unreachable(self, failed: Mapping[str, str]) -> None:

@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
@@ -29,8 +27,11 @@ from nixfleet.monitoring import monitored_by, read_ports, servers
 from nixfleet.monitoring.api import (
     TIMEOUT,
     FiringAlert,
+    Response,
+    Unanswered,
     api_data,
     firing,
+    get,
     one_line,
     timestamp,
 )
@@ -88,26 +89,26 @@ def server_address(fleet: Fleet, server: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def _check(client: httpx.Client, server: str, name: str, url: str,
-           judge: Callable[[httpx.Response], tuple[bool, str]]) -> Component:
+def _check(server: str, name: str, url: str,
+           judge: Callable[[Response], tuple[bool, str]]) -> Component:
     try:
-        response = client.get(url)
-    except httpx.TimeoutException:
-        return Component(server, name, url, False, f"no answer within {TIMEOUT:g} s")
-    except httpx.HTTPError as error:
+        response = get(url, TIMEOUT)
+    except Unanswered as error:
+        if error.timed_out:
+            return Component(server, name, url, False, f"no answer within {TIMEOUT:g} s")
         return Component(server, name, url, False,
                          f"cannot be reached: {one_line(str(error))}")
     ok, detail = judge(response)
     return Component(server, name, url, ok, detail)
 
 
-def _ready(response: httpx.Response) -> tuple[bool, str]:
+def _ready(response: Response) -> tuple[bool, str]:
     if response.status_code == 200:
         return True, "ready"
     return False, f"not ready: HTTP {response.status_code} {one_line(response.text)[:120]}"
 
 
-def _grafana_health(response: httpx.Response) -> tuple[bool, str]:
+def _grafana_health(response: Response) -> tuple[bool, str]:
     try:
         body = response.json()
     except ValueError:
@@ -134,18 +135,18 @@ def _targets(server: str, data: Any) -> list[TargetState]:
     return result
 
 
-def query_server(client: httpx.Client, server: Host, address: str,
-                 ports: dict[str, int]) -> MonitoringStatus:
+def query_server(server: Host, address: str, ports: dict[str, int]) -> MonitoringStatus:
     """Everything one monitoring server says: its targets, firing alerts and components."""
     prometheus = f"http://{address}:{ports['prometheus']}"
-    targets = _targets(server.name, api_data(client, server.name,
-                                              f"{prometheus}/api/v1/targets?state=active"))
-    alerts = firing(server.name, api_data(client, server.name, f"{prometheus}/api/v1/alerts"))
-    components = [_check(client, server.name, "Prometheus", f"{prometheus}/-/ready", _ready)]
+    targets = _targets(server.name, api_data(server.name,
+                                              f"{prometheus}/api/v1/targets?state=active",
+                                              TIMEOUT))
+    alerts = firing(server.name, api_data(server.name, f"{prometheus}/api/v1/alerts", TIMEOUT))
+    components = [_check(server.name, "Prometheus", f"{prometheus}/-/ready", _ready)]
     if server.features.monitoring.features.alerting:
-        components.append(_check(client, server.name, "Alertmanager",
+        components.append(_check(server.name, "Alertmanager",
                                  f"http://{address}:{ports['alertmanager']}/-/ready", _ready))
-    components.append(_check(client, server.name, "Grafana",
+    components.append(_check(server.name, "Grafana",
                              f"http://{address}:{ports['grafana']}/api/health",
                              _grafana_health))
     return MonitoringStatus(targets, alerts, components)
@@ -169,20 +170,19 @@ def gather(fleet: Fleet, root: Path, limits: Sequence[str]) -> MonitoringStatus:
     alerts: list[FiringAlert] = []
     components: list[Component] = []
     chosen = set(selected)
-    with httpx.Client(timeout=TIMEOUT) as client:
-        for server in wanted:
-            status = query_server(client, server, server_address(fleet, server.name), ports)
-            mine = [t for t in status.targets if not limits or t.host in chosen]
-            seen = {t.host for t in mine}
-            # A host the inventory says is monitored but Prometheus does not scrape: its
-            # prometheus.yml is stale or not deployed.
-            mine += [TargetState(server.name, host, "-", "", "absent", None,
-                                 f"no target of {server.name}'s Prometheus")
-                     for host in watching[server.name] if host not in seen]
-            targets += mine
-            alerts += [a for a in status.alerts
-                       if not limits or a.host is None or a.host in chosen]
-            components += status.components
+    for server in wanted:
+        status = query_server(server, server_address(fleet, server.name), ports)
+        mine = [t for t in status.targets if not limits or t.host in chosen]
+        seen = {t.host for t in mine}
+        # A host the inventory says is monitored but Prometheus does not scrape: its
+        # prometheus.yml is stale or not deployed.
+        mine += [TargetState(server.name, host, "-", "", "absent", None,
+                             f"no target of {server.name}'s Prometheus")
+                 for host in watching[server.name] if host not in seen]
+        targets += mine
+        alerts += [a for a in status.alerts
+                   if not limits or a.host is None or a.host in chosen]
+        components += status.components
     order = {name: i for i, name in enumerate(fleet.hosts)}
     targets.sort(key=lambda t: (t.server, order.get(t.host, len(order)), t.host,
                                 JOB_ORDER.index(t.job) if t.job in JOB_ORDER else len(JOB_ORDER),

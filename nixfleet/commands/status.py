@@ -279,8 +279,6 @@ def firing_alerts(fleet: Fleet, root: Path, selected: list[str],
                   ) -> dict[str, list[FiringAlert]] | str:
     """The alerts firing per host, from each monitoring server watching a selected host; a
     line saying why when none could be asked."""
-    import httpx
-
     from nixfleet.commands.monitoring import server_address
     from nixfleet.monitoring import monitored_by, read_ports, servers
     from nixfleet.monitoring.api import TIMEOUT, api_data, firing
@@ -292,18 +290,17 @@ def firing_alerts(fleet: Fleet, root: Path, selected: list[str],
     ports = read_ports(root)
     alerts: dict[str, list[FiringAlert]] = {}
     problems = []
-    with httpx.Client(timeout=TIMEOUT) as client:
-        for server in watching:
-            url = (f"http://{server_address(fleet, server.name)}:{ports['prometheus']}"
-                   "/api/v1/alerts")
-            try:
-                data = api_data(client, server.name, url)
-            except NixfleetError as error:
-                problems.append(str(error))
-                continue
-            for alert in firing(server.name, data):
-                if alert.host:
-                    alerts.setdefault(alert.host, []).append(alert)
+    for server in watching:
+        url = (f"http://{server_address(fleet, server.name)}:{ports['prometheus']}"
+               "/api/v1/alerts")
+        try:
+            data = api_data(server.name, url, TIMEOUT)
+        except NixfleetError as error:
+            problems.append(str(error))
+            continue
+        for alert in firing(server.name, data):
+            if alert.host:
+                alerts.setdefault(alert.host, []).append(alert)
     if problems and len(problems) == len(watching):
         return "monitoring unreachable: " + "; ".join(problems)
     return alerts
