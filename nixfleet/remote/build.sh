@@ -1,7 +1,7 @@
 # nixfleet's build step on a builder host (deploy.buildOn: HOST): every target's system in one
 # Nix invocation, so that what they share is evaluated and built once, then signed with the
 # fleet's cache key, which the targets' Nix requires of what they fetch.
-# Run as: bash -c "$(cat build.sh)" nixfleet-build DIR REF KEY_FILE TIMEOUT HOST... < flake.tar
+# Run as: bash -c "$(cat nix.sh build.sh)" nixfleet-build DIR REF KEY_FILE TIMEOUT HOST... < flake.tar
 #   DIR       this flake's directory on the builder, named by its hash (a later deploy of the
 #             same flake reuses it): the flake is unpacked in DIR/flake; DIR/roots holds the GC
 #             roots of the systems built from it, so that a garbage collection on the builder
@@ -21,9 +21,6 @@ fail_all() { # REASON
   local host
   for host in "${hosts[@]}"; do say build_failed "$host $1"; done
   exit 0
-}
-nix_error() { # FILE: Nix's last line, unless it is only its hint about --show-trace
-  grep -v -e '^(use .--show-trace' -e '^$' "$1" | tail -n 1
 }
 attr() { printf '%s#nixosConfigurations."%s".config.system.build.toplevel' "$ref" "$1"; }
 hosts=("$@")

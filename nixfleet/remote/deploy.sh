@@ -1,5 +1,5 @@
 # nixfleet's deploy step on a host: one SSH command per host and deploy.
-# Run as: bash -c "$(cat health.sh deploy.sh)" nixfleet-deploy NAME=VALUE ...
+# Run as: bash -c "$(cat nix.sh health.sh deploy.sh)" nixfleet-deploy NAME=VALUE ...
 # (the command line is built in one place: nixfleet/remote/protocol.py, which also reads the
 # "NIXFLEET key=value" lines printed here; the keys are documented there).
 #
@@ -315,10 +315,6 @@ fetch_system() { # the system built on $built_on, from its binary cache: this ho
   heartbeat_until_done $! \
     || finish failed "the system built on $built_on was refused or not fetched: $(nix_error "$build_log")" 1
   say fetched_bytes "$bytes"
-}
-
-nix_error() { # FILE: Nix's last line, unless it is only its hint about --show-trace
-  grep -v -e '^(use .--show-trace' -e '^$' "$1" | tail -n 1
 }
 
 build_system() {

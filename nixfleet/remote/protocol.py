@@ -44,7 +44,8 @@ from nixfleet.outcome import Action, HostOutcome, Result
 
 PREFIX = "NIXFLEET "
 _REMOTE = files("nixfleet.remote")
-SCRIPT = _REMOTE.joinpath("health.sh").read_text() + _REMOTE.joinpath("deploy.sh").read_text()
+SCRIPT = "".join(_REMOTE.joinpath(name).read_text()
+                 for name in ("nix.sh", "health.sh", "deploy.sh"))
 EXIT_LOCKED = 75
 
 
