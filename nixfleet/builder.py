@@ -1,8 +1,10 @@
 """deploy.buildOn = HOST: the systems of every target that names a builder, built on it in one
 Nix invocation (nixfleet/remote/build.sh) and signed there with the fleet's cache key. Each
-target then fetches its system from the builder's binary cache under its own deploy lock
-(deploy.sh, `nix copy --from`), and its Nix checks every path's signature against the keys it
-trusts (the fleet's): the closure never passes through the deployer, and a path signed by
+target then fetches its system from the builder under its own deploy lock (deploy.sh, `nix copy
+--from`): from its binary cache when it runs the fleet's, else from its store over SSH (NixOS's
+nix.sshServe: read-only `nix-store --serve`, for the fleet's builder-ssh-key, the builder's host
+key pinned in the store URL). The target's Nix checks every path's signature against the keys
+it trusts (the fleet's): the closure never passes through the deployer, and a path signed by
 another key is refused before anything changes on the target.
 
 Nix is the engine: one `nix build` of many installables evaluates what they share once and
@@ -13,6 +15,7 @@ the others wait for it.
 
 from __future__ import annotations
 
+import base64
 import shlex
 import subprocess
 import time
@@ -24,12 +27,17 @@ from gevent.lock import Semaphore
 
 from nixfleet.flake import delta_tarball, flake_hash
 
-SCRIPT = package_files("nixfleet.remote").joinpath("build.sh").read_text()
+SCRIPT = "".join(package_files("nixfleet.remote").joinpath(name).read_text()
+                 for name in ("nix.sh", "build.sh"))
 BUILDS_DIR = "/var/lib/nixfleet/builds"
 # The fleet's signing key: the agenix secret (nix/modules/binary-cache.nix's secretName) and
 # where agenix puts it.
 SIGNING_SECRET = "binary-cache-key"
 SIGNING_KEY = f"/run/agenix/{SIGNING_SECRET}"
+# The key with which targets fetch from a builder's store over SSH (an agenix secret every host
+# receives); nix/builder-ssh.pub is its public half, which builders accept.
+FETCH_SECRET = "builder-ssh-key"
+FETCH_KEY = f"/run/agenix/{FETCH_SECRET}"
 PREFIX = "NIXFLEET "
 SSH_FAILED = 255
 
@@ -41,8 +49,8 @@ class Built:
     builder: str
     path: str | None  # the system's store path on the builder; None: not built
     reason: str = ""  # why not, naming the builder
-    # Where the target fetches it: the builder's binary cache; None when the target is the
-    # builder (the system is in its store already).
+    # Where the target fetches it (a Nix store URL): the builder's binary cache or its store
+    # over SSH; None when the target is the builder (the system is in its store already).
     substituter: str | None = None
 
 
@@ -57,8 +65,8 @@ class FleetBuild:
         builder, in flake_dir(directory), when the build runs (made then: the hosts' deploys
         are planned concurrently, and a build is made once, without waiting for anything);
         flake_ref: how Nix names it there;
-        substituter: the builder's binary cache as the targets name it, or None when it runs
-        none; timeout: seconds the build may take."""
+        substituter: the Nix store URL the targets fetch from (the builder's binary cache or
+        ssh_store_url), None when they have no way to; timeout: seconds the build may take."""
         self.builder = builder
         self.ssh = list(ssh)
         self.files = files
@@ -84,8 +92,8 @@ class FleetBuild:
     def _build(self) -> dict[str, Built]:
         if self.substituter is None:
             return self._all_failed(
-                "runs no binary cache for its targets to fetch from (a builder is the fleet's "
-                "cache server: features.monitoring.mode server)")
+                "runs no binary cache and the fleet has no builder-ssh.pub for its targets to "
+                "fetch over SSH (see `nixfleet validate`)")
         command = shlex.join(["bash", "-c", SCRIPT, "nixfleet-build", self.directory,
                               self.flake_ref, SIGNING_KEY, str(self.timeout), *self.targets])
         started = time.monotonic()
@@ -132,6 +140,18 @@ def parse(builder: str, substituter: str | None, output: Sequence[str]) -> dict[
         elif key == "build_failed":
             results[target] = Built(builder, None, f"built on {builder}: {rest}")
     return results
+
+
+def ssh_store_url(user: str, address: str, host_key: str) -> str:
+    """A builder's store over SSH as its targets' Nix names it: logged in with the fleet's
+    fetch key, the builder's host key ("type base64") pinned, so no known_hosts is needed."""
+    pinned = base64.b64encode(" ".join(host_key.split()[:2]).encode()).decode()
+    return f"ssh://{user}@{address}?ssh-key={FETCH_KEY}&base64-ssh-public-host-key={pinned}"
+
+
+def fetched_from(substituter: str) -> str:
+    """How the host line names where a target fetched from."""
+    return "over SSH" if substituter.startswith("ssh://") else "from its binary cache"
 
 
 def build_dir(files: Mapping[str, bytes]) -> str:

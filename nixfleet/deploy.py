@@ -109,10 +109,12 @@ class DeployRun:
             ssh = ssh_argv(data)
             if (data.get("ssh_user") or "root") != "root":
                 ssh.append("sudo -n")  # the signing key is root's
+            login = None if is_server(model) else target.builder_login(model, root)
+            substituter = (binary_cache_url(builder, root) if is_server(model) else
+                           builds.ssh_store_url(*login) if login else None)
             self.builds[builder] = FleetBuild(
                 builder, ssh, lambda: target.flake_files(hosts, root, at=flake), directory,
-                target.flake_ref(flake),
-                binary_cache_url(builder, root) if is_server(model) else None, timeout)
+                target.flake_ref(flake), substituter, timeout)
         return self.builds[builder]
 
     def record(self, host_name: str, step: StepOutcome) -> None:
@@ -316,9 +318,11 @@ class DeployRun:
                 lines.append(f"  {r.host}: ROLLBACK FAILED: {r.reason}")
             lines += [f"  {r.host}: warning: {warning}" for warning in r.warnings]
             lines += [f"  {r.host}: {line}" for line in [*r.diff, *r.would]]
-            if r.fetched_bytes is not None:
+            build = self.builds.get(r.built_on or "")
+            if r.fetched_bytes is not None and build is not None and build.substituter:
                 lines.append(f"  {r.host}: built on {r.built_on}, fetched "
-                             f"{r.fetched_bytes / 2**20:.1f} MiB from its binary cache")
+                             f"{r.fetched_bytes / 2**20:.1f} MiB "
+                             f"{builds.fetched_from(build.substituter)}")
             if r.drift:
                 lines.append(f"  {r.host}: the flake directory differed from what nixfleet last "
                              f"wrote there: {_drift_line(r.drift)}")

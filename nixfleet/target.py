@@ -79,6 +79,15 @@ class Target(ABC):
         nix/binary-cache.pub, which the flake reads."""
         return (root / "nix" / "binary-cache.pub").read_text().strip()
 
+    def builder_login(self, builder: Any, root: Path) -> tuple[str, str, str] | None:
+        """How targets log into a builder's store over SSH (one that runs no binary cache):
+        user, address and the builder's public host key; None when the fleet has no fetch key
+        (nix/builder-ssh.pub, whose private half is the agenix secret builder-ssh-key). NixOS's
+        nix.sshServe serves it as the user nix-ssh (nix/modules/binary-cache.nix)."""
+        if not (root / "nix" / "builder-ssh.pub").is_file():
+            return None
+        return "nix-ssh", builder.address, builder.ssh.hostKey
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 

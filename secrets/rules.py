@@ -35,6 +35,10 @@ SECRETS = {
     "nextcloud-admin-password": {"recipients": ["allUsers", "servers"]},
     # Not in the original: the signing key of the binary cache p620 serves (nix-serve).
     "binary-cache-key": {"recipients": ["allUsers", "p620"]},
+    # Not in the original: the SSH key with which hosts fetch their systems from a builder
+    # (deploy.buildOn) that runs no binary cache. The builder's nix.sshServe accepts its public
+    # half, nix/builder-ssh.pub, for read-only `nix-store --serve`.
+    "builder-ssh-key": {"recipients": _EVERYONE},
     # Not in the original (its Grafana admin password was a literal in the configuration):
     # Grafana's admin_password on the monitoring server, read by grafana through its group.
     "grafana-admin-password": {"recipients": ["allUsers", "monitoring_server"],

@@ -31,5 +31,6 @@ in
   "secrets/postgres-password.age".publicKeys = allUsers ++ servers;
   "secrets/nextcloud-admin-password.age".publicKeys = allUsers ++ servers;
   "secrets/binary-cache-key.age".publicKeys = allUsers ++ [ p620 ];
+  "secrets/builder-ssh-key.age".publicKeys = allUsers ++ allHosts;
   "secrets/grafana-admin-password.age".publicKeys = allUsers ++ monitoring_server;
 }

@@ -10,7 +10,8 @@
 # read by lib/nixos-release.nix, nixfleet's own), and the lab's secrets: secrets/<name>.age
 # (encrypted to the lab hosts' keys) and,
 # per host, hosts/<host>.secrets.json (which of them it receives, with owner, group and mode),
-# and binary-cache.pub (the public half of the lab's binary-cache-key).
+# binary-cache.pub and builder-ssh.pub (the public halves of the lab's binary-cache-key and
+# builder-ssh-key).
 {
   description = "nixfleet lab hosts (stand-in NixOS toplevels, no nixpkgs)";
 
@@ -55,6 +56,9 @@
             # the clients trust as the real flake's trust nix/binary-cache.pub.
             binaryCachePublicKey = if builtins.pathExists ./binary-cache.pub
               then builtins.readFile ./binary-cache.pub else "";
+            # The public half of the lab's builder-ssh-key, which builders accept over SSH.
+            builderSshPublicKey = if builtins.pathExists ./builder-ssh.pub
+              then builtins.readFile ./builder-ssh.pub else "";
           };
         in
         { config.system.build.toplevel = toplevel; };

@@ -1,6 +1,6 @@
 # One lab host's system: which units it runs follows its feature flags, as NixOS modules would.
 { name, system, nixosRelease, data, extraUnits, secrets ? [ ], buildGate ? null,
-  monitoringFiles ? null, binaryCachePublicKey ? "",
+  monitoringFiles ? null, binaryCachePublicKey ? "", builderSshPublicKey ? "",
   # The base packages' versions: the lab flake's input labpkgs (as nixpkgs gives them).
   versions }:
 let
@@ -90,6 +90,11 @@ let
   cacheServer = monitoring.enable && monitoring.mode == "server";
   cacheSigned = builtins.any (secret: secret.name == "binary-cache-key") secrets;
   cacheClient = monitoring.enable && monitoring.serverHost != null && binaryCachePublicKey != "";
+  # nix.sshServe where the host holds the signing key (modules/binary-cache.nix): a builder's
+  # store, read-only over SSH, for the fleet's fetch key. NixOS lists the keys in
+  # /etc/ssh/authorized_keys.d/nix-ssh; the lab's activation gives them to root with NixOS's
+  # forced command (the lab has no nix-daemon, through which the nix-ssh user reads the store).
+  sshServe = cacheSigned && builderSshPublicKey != "";
   # The client's nix.settings, an environment.etc file that the lab's /etc/nix/nix.conf
   # includes (NixOS writes them into nix.conf itself; the lab's keeps what Nix needs offline).
   # No cache.nixos.org: the lab is offline.
@@ -252,7 +257,8 @@ let
   # environment.etc: NAME (relative to /etc) -> text; activation links each into /etc.
   etcFiles = { "nixfleet/health.tsv" = healthTsv; }
     // (if providersFile then { "ai-providers.json" = toJSON aiProviders; } else { })
-    // (if binaryCachePublicKey != "" then { "nix/settings.conf" = nixSettings; } else { });
+    // (if binaryCachePublicKey != "" then { "nix/settings.conf" = nixSettings; } else { })
+    // (if sshServe then { "ssh/authorized_keys.d/nix-ssh" = "${builderSshPublicKey}\n"; } else { });
 
   # What the system's packages put on PATH (/run/current-system/sw/bin): NAME -> program.
   # ai-cli and ai-chat are the nixfleet package's (modules/features/ai.nix); the lab's runs

@@ -8,6 +8,8 @@
   secrets,
   secretsRoot,
   binaryCachePublicKey,
+  # The public half ("ssh-ed25519 ...") of the agenix secret builder-ssh-key ("": none).
+  builderSshPublicKey ? "",
 }:
 let
   inherit (builtins) concatStringsSep mapAttrs;
@@ -74,6 +76,7 @@ in
             "http://${monitoring.serverHost}:${toString ports.binaryCache}";
       };
       publicKey = binaryCachePublicKey;
+      fetchKey = builderSshPublicKey;
     };
 
     secrets = {

@@ -14,6 +14,13 @@ let
   # One line "name:base64"; the signing key's secret half is the agenix secret binary-cache-key.
   binaryCachePublicKey = builtins.head (builtins.match "[[:space:]]*([^[:space:]]+)[[:space:]]*"
     (builtins.readFile ../binary-cache.pub));
+  # Optional: the public half of the agenix secret builder-ssh-key, with which hosts fetch from a
+  # builder that runs no binary cache (modules/binary-cache.nix's fetchKey).
+  builderSshPublicKey =
+    if builtins.pathExists ../builder-ssh.pub then
+      builtins.head (builtins.match "[[:space:]]*([^\n]*[^[:space:]])[[:space:]]*" (builtins.readFile ../builder-ssh.pub))
+    else
+      "";
 
   # A host's own hardware-configuration.nix (nixos-generate-config) when the repository has one,
   # else the NixOS manual's labelled layout, with a warning.
@@ -41,6 +48,7 @@ nixpkgs.lib.nixosSystem {
         secrets
         secretsRoot
         binaryCachePublicKey
+        builderSshPublicKey
         ;
     })
     {

@@ -1,6 +1,8 @@
 # The fleet's binary cache: nix-serve on one host, signing with a key from agenix; every other
 # host substitutes from it. Every host trusts the key's public half: a builder host
 # (deploy.buildOn) signs with it what it builds for the others, the cache server's clones too.
+# A host that holds the signing key also serves its store over SSH, read-only (nix.sshServe), to
+# the fleet's fetch key: the targets of a builder that runs no cache fetch from it that way.
 { config, lib, ... }:
 let
   inherit (lib) mkEnableOption mkIf mkMerge mkOption types;
@@ -26,6 +28,12 @@ in
         example = "http://cache-host:5000";
         description = "URL of the fleet's cache.";
       };
+    };
+    fetchKey = mkOption {
+      type = types.str;
+      default = "";
+      example = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI... builder-ssh-key";
+      description = "Public half of the agenix secret builder-ssh-key: a host that holds the signing key serves its store to it over SSH, read-only (nix.sshServe), for the targets of a builder that runs no binary cache.";
     };
     publicKey = mkOption {
       type = types.str;
@@ -67,6 +75,14 @@ in
         substituters = [ cfg.client.url ];
         # A sleeping cache host must not stall every build for long.
         connect-timeout = 5;
+      };
+    })
+    (mkIf (ageSecrets ? ${cfg.server.secretName} && cfg.fetchKey != "") {
+      # A builder: its targets fetch what it built with `nix copy --from ssh://nix-ssh@HOST`
+      # (nixfleet/builder.py), and their Nix checks the fleet's signature on every path.
+      nix.sshServe = {
+        enable = true;
+        keys = [ cfg.fetchKey ];
       };
     })
     (mkIf (cfg.publicKey != "") {

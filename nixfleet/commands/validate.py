@@ -139,10 +139,13 @@ class Validation:
 
     def check_builders(self) -> Outcome:
         """A host named by deploy.buildOn signs with the fleet's key (it receives the secret
-        binary-cache-key) and serves its targets (it runs the fleet's binary cache)."""
-        from nixfleet.builder import SIGNING_SECRET
+        binary-cache-key) and serves its targets: it runs the fleet's binary cache, or serves
+        its store over SSH to the fleet's fetch key (nix/builder-ssh.pub), whose private half
+        (the secret builder-ssh-key) each of its targets receives."""
+        from nixfleet.builder import FETCH_SECRET, SIGNING_SECRET
         from nixfleet.monitoring import is_server
         from nixfleet.secrets.rules import load_rules
+        from nixfleet.target import current_target
 
         hosts = self.fleet.hosts
         builders = sorted({h.deploy.buildOn for h in hosts.values()} - {"target", "local"})
@@ -150,15 +153,24 @@ class Validation:
             return Outcome(Status.PASSED, "no host builds for others")
         rules = load_rules(self.fleet, self.root).secrets
         signers = rules[SIGNING_SECRET].hosts if SIGNING_SECRET in rules else []
+        fetchers = rules[FETCH_SECRET].hosts if FETCH_SECRET in rules else []
         problems = []
         for builder in builders:
-            targets = ", ".join(n for n, h in hosts.items() if h.deploy.buildOn == builder)
+            targets = [n for n, h in hosts.items() if h.deploy.buildOn == builder != n]
+            builds_for = f"{builder} (builds for {', '.join(targets)})"
             if builder not in signers:
-                problems.append(f"{builder} (builds for {targets}) does not receive the secret "
-                                f"{SIGNING_SECRET} (secrets/rules.py): it could not sign")
-            if not is_server(hosts[builder]):
-                problems.append(f"{builder} (builds for {targets}) runs no binary cache for its "
-                                "targets to fetch from (features.monitoring.mode server)")
+                problems.append(f"{builds_for} does not receive the secret {SIGNING_SECRET} "
+                                "(secrets/rules.py): it could not sign")
+            if is_server(hosts[builder]):
+                continue
+            if current_target().builder_login(hosts[builder], self.root) is None:
+                problems.append(f"{builds_for} runs no binary cache, and the fleet has no "
+                                "nix/builder-ssh.pub for its targets to fetch over SSH")
+            lacking = [t for t in targets if t not in fetchers]
+            if lacking:
+                problems.append(f"{', '.join(lacking)} (built on {builder}, which runs no "
+                                f"binary cache) do not receive the secret {FETCH_SECRET} "
+                                "(secrets/rules.py): they could not fetch over SSH")
         return Outcome.of(problems, f"{', '.join(builders)} can sign and serve")
 
     def check_plaintext(self) -> Outcome:

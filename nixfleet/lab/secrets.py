@@ -8,7 +8,9 @@ for every secret of the rules, with the same nixfleet.secrets code, to:
     so that the delivery check can decrypt them locally.
 A secret whose value programs read as a key gets one of that kind: binary-cache-key is a Nix
 signing key (name nixfleet-lab-cache-1, as `nix-store --generate-binary-cache-key` makes), and
-the lab flake carries its public half as binary-cache.pub, which the lab's clients trust.
+the lab flake carries its public half as binary-cache.pub, which the lab's clients trust;
+builder-ssh-key is an OpenSSH Ed25519 key, whose public half the lab flake carries as
+builder-ssh.pub (what a builder's store accepts over SSH).
 They live in the lab's state directory (secrets/<name>.age); the lab flake carries them to the
 hosts like the real flake carries secrets/. Values exist only in memory and, on the hosts, in
 /run/agenix.
@@ -37,6 +39,9 @@ ADMIN = "lab-admin"
 # nix/modules/binary-cache.nix's secretName: the signing key of the cache the server runs.
 BINARY_CACHE_KEY = "binary-cache-key"
 BINARY_CACHE_KEY_NAME = "nixfleet-lab-cache-1"
+# nix/modules/binary-cache.nix's sshServe: the key with which hosts fetch from a builder's
+# store over SSH.
+BUILDER_SSH_KEY = "builder-ssh-key"
 HOST_KEY = Path("etc") / "ssh" / "ssh_host_ed25519_key.pub"
 UP_HINT = "run `nixfleet lab up`"
 
@@ -116,10 +121,9 @@ def ensure_lab_secrets(fleet: Fleet, root: Path, paths: LabPaths,
             created += 1
         elif status.state == "stale":
             stale.append(status.name)
-        elif status.name == BINARY_CACHE_KEY and status.state == "ok" and store.update(
-                status.name, lambda value: value if nix_public_key(value)
-                else dummy_value(BINARY_CACHE_KEY)):
-            created += 1  # a dummy from before the lab's cache signed with it
+        elif status.name in KEY_SECRETS and status.state == "ok" and store.update(
+                status.name, _a_key(status.name)):
+            created += 1  # a dummy from before the lab made it a key
     errors = store.rekey(stale, progress=lambda _line: None) if stale else []
     if errors:
         raise NixfleetError(f"lab secrets: {errors[0]}")
@@ -131,7 +135,35 @@ def ensure_lab_secrets(fleet: Fleet, root: Path, paths: LabPaths,
 def dummy_value(name: str) -> bytes:
     if name == BINARY_CACHE_KEY:
         return nix_secret_key(BINARY_CACHE_KEY_NAME)
+    if name == BUILDER_SSH_KEY:
+        return ssh_secret_key()
     return f"lab-dummy-{name}-{os.urandom(8).hex()}\n".encode()
+
+
+def ssh_secret_key() -> bytes:
+    """A new OpenSSH Ed25519 private key, as `ssh-keygen -t ed25519 -N ""` writes it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption())
+
+
+def ssh_public_key(secret: bytes) -> str | None:
+    """The public half, "ssh-ed25519 BASE64", of an OpenSSH Ed25519 private key; None if it
+    is not one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_ssh_private_key(secret, password=None)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(key, Ed25519PrivateKey):
+        return None
+    return key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
 
 
 def nix_secret_key(name: str) -> bytes:
@@ -159,10 +191,26 @@ def nix_public_key(secret: bytes) -> str | None:
     return f"{name}:{base64.b64encode(raw[32:]).decode()}"
 
 
+# Secrets whose value programs read as a key: the public half of each (None when the value is
+# not such a key, e.g. a dummy from before the lab made one), and the lab flake file that
+# carries it.
+KEY_SECRETS: dict[str, tuple[Callable[[bytes], str | None], str]] = {
+    BINARY_CACHE_KEY: (nix_public_key, "binary-cache.pub"),
+    BUILDER_SSH_KEY: (ssh_public_key, "builder-ssh.pub"),
+}
+
+
+def _a_key(name: str) -> Callable[[bytes], bytes]:
+    """The value kept if it is a key of KEY_SECRETS' kind, else a new key."""
+    public_half = KEY_SECRETS[name][0]
+    return lambda value: value if public_half(value) else dummy_value(name)
+
+
 def lab_secret_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict[str, bytes]:
     """For the lab flake: secrets/<name>.age of every secret a host receives and, per host,
     hosts/<host>.secrets.json (name, owner, group, mode of each of its secrets, from the rules);
-    binary-cache.pub, the public half of the cache's signing key, where a host receives it.
+    binary-cache.pub and builder-ssh.pub, the public halves of the key secrets (KEY_SECRETS),
+    where a host receives them.
     Each file must be encrypted to its receiving hosts' current lab keys."""
     hosts = list(hosts)
     files: dict[str, bytes] = {}
@@ -183,19 +231,20 @@ def lab_secret_files(hosts: Iterable[Host], root: Path, paths: LabPaths) -> dict
             if key and ssh_key_tag(key) not in read_header(files[path]).ssh_recipients:
                 raise NixfleetError(f"lab secret {spec.name} is not encrypted to {host.name}'s "
                                     f"lab host key; {UP_HINT}")
-    public = lab_cache_public_key(rules, paths) if rules and (
-        f"secrets/{BINARY_CACHE_KEY}.age" in files) else None
-    if public is not None:
-        files["binary-cache.pub"] = public.encode()
+    for name, (_, file) in KEY_SECRETS.items():
+        public = lab_public_key(rules, paths, name) if rules and (
+            f"secrets/{name}.age" in files) else None
+        if public is not None:
+            files[file] = public.encode()
     return files
 
 
-def lab_cache_public_key(rules: Rules, paths: LabPaths) -> str | None:
-    """The public half of the lab's binary-cache-key (decrypted with the lab admin key); None
-    while it is a dummy from before the lab's cache signed (the next `lab up` replaces it):
-    the clients then get no cache settings."""
+def lab_public_key(rules: Rules, paths: LabPaths, name: str) -> str | None:
+    """The public half of the lab's key secret `name` (decrypted with the lab admin key); None
+    while it is a dummy from before the lab made it a key (the next `lab up` replaces it):
+    the hosts then get no settings that need it."""
     store = SecretStore(paths.state, rules, load_identities([paths.key]))
-    return nix_public_key(store.decrypt(BINARY_CACHE_KEY))
+    return KEY_SECRETS[name][0](store.decrypt(name))
 
 
 def _lab_file(paths: LabPaths, name: str) -> bytes:

@@ -27,8 +27,11 @@ from nixfleet.flake import NIXOS_RELEASE_EXPRESSION, nix_system
 from nixfleet.inventory import Fleet
 from nixfleet.lab.config import BOOT_SCALE, LabPaths, host_address, lab_paths
 from nixfleet.lab.secrets import (
-    lab_cache_public_key,
+    BINARY_CACHE_KEY,
+    BUILDER_SSH_KEY,
+    host_key,
     lab_fleet,
+    lab_public_key,
     lab_rules,
     lab_secret_files,
     lab_store,
@@ -107,11 +110,20 @@ class LabTarget(Target):
         """The public half of the lab's own signing key (the lab flake's binary-cache.pub)."""
         paths = self.paths
         rules = lab_rules(lab_fleet(fleet.hosts.values(), paths, fleet.groups), root, paths)
-        public = lab_cache_public_key(rules, paths) if rules else None
+        public = lab_public_key(rules, paths, BINARY_CACHE_KEY) if rules else None
         if public is None:
             raise NixfleetError("the lab's binary-cache-key is not a signing key yet: run "
                                 "`nixfleet lab up`")
         return public
+
+    def builder_login(self, builder: Host, root: Path) -> tuple[str, str, str] | None:
+        """The lab's nix.sshServe: root with the fetch key's forced command (the lab hosts
+        have no nix-daemon, through which NixOS's nix-ssh user reads the store) and the lab
+        host key; None while the lab has no builder-ssh-key (`nixfleet lab up` makes it)."""
+        key = host_key(self.paths, builder.name)
+        if key is None or not (self.paths.state / "secrets" / f"{BUILDER_SSH_KEY}.age").is_file():
+            return None
+        return "root", builder.name, key
 
 
 # --- hosts ---------------------------------------------------------------------------------

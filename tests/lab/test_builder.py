@@ -1,6 +1,7 @@
 """deploy.buildOn = HOST on the lab: razer and dex5550 built on p620 (the fleet's binary cache
 server) in one Nix invocation, signed there with the fleet's key and fetched from p620's cache
-by the targets; a system signed by another key refused; p620 stopped mid-deploy.
+by the targets; a system signed by another key refused; p620 stopped mid-deploy; dex5550 built
+on p510, which runs no cache, and fetched from its store over SSH.
 
 The tests run in one copy of the configuration where razer and dex5550 name p620; razer and
 dex5550 are reset after the module.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from tests.lab.test_deploys import (
 pytestmark = pytest.mark.usefixtures("lab")
 TARGETS = ("razer", "dex5550")
 NIX = "NIX_CONFIG='experimental-features = nix-command' nix"
+PYTHON = sys.executable
 
 
 def build_on(repo: Path, host: str, **deploy_settings: str) -> None:
@@ -146,3 +149,44 @@ def test_a_builder_stopped_mid_deploy_fails_its_targets_or_they_build_for_themse
             running.kill()
             running.communicate()
         nixfleet("lab", "up")
+
+
+def test_a_builder_without_a_binary_cache_serves_its_targets_over_ssh(repo):
+    """dex5550 built on p510, which runs no cache: p510 gets the signing key (the rules say
+    so), serves its store over SSH to the fleet's fetch key (nix.sshServe), and dex5550 fetches
+    from it directly."""
+    rules = repo / "secrets" / "rules.py"
+    text = rules.read_text()
+    signers = '"binary-cache-key": {"recipients": ["allUsers", "p620"]}'
+    assert signers in text
+    rules.write_text(text.replace(signers, signers.replace('"p620"]', '"p620", "p510"]')))
+    build_on(repo, "dex5550", buildOn="p510")  # a later "deploy" than the module's: it wins
+    try:
+        # The lab's secrets encrypted to the rules of this copy (p510 receives the key).
+        up = subprocess.run([PYTHON, "-m", "nixfleet", "lab", "up"], cwd=repo,
+                            env=lab_env(repo), capture_output=True, text=True, timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+        result, _ = deploy(repo, "switch", "--limit", "p510")  # the builder's sshServe first
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert 'restrict,command="nix-store --serve" ssh-ed25519 ' in \
+            on("p510", "cat /root/.ssh/authorized_keys").stdout
+        change(repo, "dex5550")
+        result, summary = deploy(repo, "switch", "--limit", "dex5550")
+        assert result.returncode == 0, result.stdout + result.stderr
+        row = summary["dex5550"]
+        assert (row["result"], row["built_on"]) == ("changed", "p510"), row
+        assert row["fetched_bytes"] > 0
+        assert re.search(r"dex5550: built on p510, fetched [\d.]+ MiB over SSH", result.stdout)
+        system = row["toplevel"]
+        assert current_system("dex5550") == system
+        signatures = on("dex5550", f"{NIX} path-info --sigs {system}").stdout.split()[1:]
+        assert any(s.startswith(f"{BINARY_CACHE_KEY_NAME}:") for s in signatures), signatures
+        assert on("dex5550", f"test -e $(nix-store -q --deriver {system})",
+                  check=False).returncode
+        # The fetch key runs nothing on p510 but a read-only nix-store --serve.
+        login = on("dex5550", "ssh -i /run/agenix/builder-ssh-key -o BatchMode=yes "
+                              "-o StrictHostKeyChecking=no root@p510 id", check=False)
+        assert "uid=" not in login.stdout, login.stdout
+    finally:
+        nixfleet("lab", "reset", "p510")
+        nixfleet("lab", "up")  # the lab's secrets back to the repository's rules

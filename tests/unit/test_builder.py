@@ -4,8 +4,10 @@ test_builder.py). The builder's SSH command is stood in by bash running a script
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
+from nixfleet import builder
 from nixfleet.builder import Built, FleetBuild, parse
 
 FILES = {"flake.nix": b"{ outputs = _: { }; }\n"}
@@ -62,9 +64,21 @@ def test_a_builder_that_says_nothing_of_a_target_fails_it():
                                               "not found)")
 
 
-def test_a_builder_without_a_binary_cache_fails_its_targets_before_building(tmp_path: Path):
+def test_a_builder_its_targets_cannot_fetch_from_fails_them_before_building(tmp_path: Path):
     calls = tmp_path / "calls"
     build = fleet_build(f"echo run >> {calls}", "razer", substituter=None)
     assert build.result("razer").reason.startswith(
-        "builder p620 runs no binary cache for its targets to fetch from")
+        "builder p620 runs no binary cache and the fleet has no builder-ssh.pub for its "
+        "targets to fetch over SSH")
     assert not calls.exists()
+
+
+def test_a_builders_store_over_ssh_is_named_with_the_fetch_key_and_its_host_key_pinned():
+    url = builder.ssh_store_url("nix-ssh", "p510", "ssh-ed25519 AAAAC3Nza root@p510\n")
+    address, _, query = url.partition("?")
+    assert address == "ssh://nix-ssh@p510"
+    parameters = dict(pair.split("=", 1) for pair in query.split("&"))
+    assert parameters["ssh-key"] == "/run/agenix/builder-ssh-key"
+    assert base64.b64decode(parameters["base64-ssh-public-host-key"]) == b"ssh-ed25519 AAAAC3Nza"
+    assert builder.fetched_from(url) == "over SSH"
+    assert builder.fetched_from("http://p620:5000") == "from its binary cache"

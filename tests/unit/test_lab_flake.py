@@ -207,3 +207,27 @@ def test_activation_links_the_generations_etc_files_and_removes_dropped_ones(
     assert activation.install_etc(older)
     assert not (etc / "nixfleet" / "health.tsv").is_symlink()
     assert (etc / "hostname").read_text() == "p620\n"
+
+
+# --- the lab activation's nix.sshServe -------------------------------------------------------
+
+
+def test_ssh_serve_keys_reach_root_with_the_forced_command_and_go_again(activation, tmp_path,
+                                                                          monkeypatch):
+    authorized = tmp_path / "authorized_keys"
+    authorized.write_text("ssh-ed25519 AAAAdeployer nixfleet-lab-deployer\n")
+    monkeypatch.setattr(activation, "ROOT_AUTHORIZED_KEYS", authorized)
+    keys = activation.ETC / "ssh" / "authorized_keys.d" / "nix-ssh"
+    monkeypatch.setattr(activation, "SSH_SERVE_KEYS", keys)
+    keys.parent.mkdir(parents=True)
+    keys.write_text("ssh-ed25519 AAAAfetch builder-ssh-key\n")
+    assert activation.install_ssh_serve()
+    assert authorized.read_text().splitlines() == [
+        "ssh-ed25519 AAAAdeployer nixfleet-lab-deployer",
+        'restrict,command="nix-store --serve" ssh-ed25519 AAAAfetch builder-ssh-key']
+    assert activation.install_ssh_serve()  # again: the same file, the key once
+    assert len(authorized.read_text().splitlines()) == 2
+    assert oct(authorized.stat().st_mode & 0o777) == "0o600"
+    keys.unlink()  # a generation without sshServe: only the deployer's key is left
+    assert activation.install_ssh_serve()
+    assert authorized.read_text() == "ssh-ed25519 AAAAdeployer nixfleet-lab-deployer\n"

@@ -19,7 +19,13 @@ import pytest
 from nixfleet.errors import NixfleetError
 from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.lab.config import LabPaths
-from nixfleet.lab.secrets import ensure_lab_secrets, lab_fleet, lab_store, nix_public_key
+from nixfleet.lab.secrets import (
+    ensure_lab_secrets,
+    lab_fleet,
+    lab_store,
+    nix_public_key,
+    ssh_public_key,
+)
 from nixfleet.lab.target import lab_flake_files
 from nixfleet.secrets.agefile import read_header, ssh_key_tag
 from tests.unit.test_lab_flake import toplevels
@@ -65,10 +71,10 @@ def decrypt(data: bytes, key: Path) -> bytes:
 
 
 def test_lab_up_creates_a_dummy_for_every_secret_and_only_once(fleet, paths):
-    assert ensure(fleet, paths) == [f"lab: secrets: 15 created, 0 re-encrypted to the lab's "
+    assert ensure(fleet, paths) == [f"lab: secrets: 16 created, 0 re-encrypted to the lab's "
                                     f"keys ({paths.state / 'secrets'})"]
     files = sorted(p.name for p in (paths.state / "secrets").iterdir())
-    assert len(files) == 15 and "wifi-password.age" in files
+    assert len(files) == 16 and "wifi-password.age" in files
     before = {p.name: p.read_bytes() for p in (paths.state / "secrets").iterdir()}
     assert ensure(fleet, paths) == []
     assert {p.name: p.read_bytes() for p in (paths.state / "secrets").iterdir()} == before
@@ -90,7 +96,7 @@ def test_a_reset_host_gets_its_secrets_re_encrypted_with_the_same_values(fleet, 
     with pytest.raises(NixfleetError, match=r"lab secret \S+ is not encrypted to razer's lab "
                                             r"host key; run `nixfleet lab up`"):
         lab_flake_files(fleet.hosts.values(), ROOT, paths)
-    assert ensure(fleet, paths)[0].startswith("lab: secrets: 0 created, 11 re-encrypted")
+    assert ensure(fleet, paths)[0].startswith("lab: secrets: 0 created, 12 re-encrypted")
     new = (paths.state / "secrets" / "wifi-password.age").read_bytes()
     assert new != old and decrypt(new, key) == value
 
@@ -144,6 +150,27 @@ def test_the_binary_cache_key_is_a_nix_key_whose_public_half_the_flake_carries(f
     assert ensure(fleet, paths)[0].startswith("lab: secrets: 1 created, 0 re-encrypted")
     assert nix_public_key(store.decrypt("binary-cache-key")) is not None
     assert ensure(fleet, paths) == []
+
+
+def test_the_fetch_key_is_an_ssh_key_whose_public_half_the_flake_carries(fleet, paths,
+                                                                         tmp_path):
+    ensure(fleet, paths)
+    store = lab_store(lab_fleet(fleet.hosts.values(), paths, fleet.groups), ROOT, paths)
+    assert store is not None
+    secret = store.decrypt("builder-ssh-key")
+    files = lab_flake_files(fleet.hosts.values(), ROOT, paths)
+    # OpenSSH reads it, and derives the public half the flake carries.
+    key = tmp_path / "key"
+    key.write_bytes(secret)
+    key.chmod(0o600)
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert files["builder-ssh.pub"].decode() == " ".join(derived[:2]) == ssh_public_key(secret)
+    # An older lab's dummy value: replaced by a key at the next `lab up`.
+    store.update("builder-ssh-key", lambda _: b"lab-dummy-builder-ssh-key-0123\n")
+    assert "builder-ssh.pub" not in lab_flake_files(fleet.hosts.values(), ROOT, paths)
+    assert ensure(fleet, paths)[0].startswith("lab: secrets: 1 created, 0 re-encrypted")
+    assert ssh_public_key(store.decrypt("builder-ssh-key")) is not None
 
 
 @pytest.mark.skipif(shutil.which("nix-instantiate") is None, reason="needs nix-instantiate")

@@ -43,6 +43,8 @@ def test_the_originals_assignments(rules):
         "postgres-password": ["olafkfreund", "p510", "dex5550"],
         "nextcloud-admin-password": ["olafkfreund", "p510", "dex5550"],
         "binary-cache-key": ["olafkfreund", "p620"],  # for nix/modules/binary-cache.nix
+        # for nixfleet/builder.py: targets fetch from a builder's store over SSH
+        "builder-ssh-key": everyone,
         # for nix/modules/monitoring/server.nix: the monitoring server's Grafana
         "grafana-admin-password": ["olafkfreund", "p620"],
     }

@@ -238,7 +238,7 @@ def test_deploy_summary(columns, capsys):
         HostOutcome("p620", Action.SWITCH, Result.UNCHANGED, "already active",
                     generation_before=7, generation_after=7)]
     run = DeployRun.__new__(DeployRun)  # the summary alone: no pyinfra state
-    run.verification = None
+    run.verification, run.builds = None, {}
     run.print_summary(results, "nixfleet deploy switch", write=False)
     out = capsys.readouterr().out
     assert_whole(out, words("razer", "switch", "41 -> 41", "rolled-back", "12.50s",

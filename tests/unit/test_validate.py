@@ -216,10 +216,27 @@ def test_a_builder_that_could_not_sign_or_serve_fails_it(repo):
     assert steps["builders"]["problems"] == [
         "p510 (builds for razer) does not receive the secret binary-cache-key "
         "(secrets/rules.py): it could not sign",
-        "p510 (builds for razer) runs no binary cache for its targets to fetch from "
-        "(features.monitoring.mode server)"]
+        "p510 (builds for razer) runs no binary cache, and the fleet has no "
+        "nix/builder-ssh.pub for its targets to fetch over SSH"]
     # p620 can: the fleet's cache server, which receives the key.
     inventory.write_text(inventory.read_text().replace('"buildOn": "p510"', '"buildOn": "p620"'))
     code, steps, out = validate(repo, "--quick")
     assert code == 0, out
     assert steps["builders"]["status"] == "passed"
+    # Back to p510, which now receives the signing key; the fleet has a fetch key, but razer
+    # does not receive its private half.
+    rules = repo / "secrets" / "rules.py"
+    rules.write_text(rules.read_text().replace(
+        '"binary-cache-key": {"recipients": ["allUsers", "p620"]}',
+        '"binary-cache-key": {"recipients": ["allUsers", "p620", "p510"]}').replace(
+        '"builder-ssh-key": {"recipients": _EVERYONE}',
+        '"builder-ssh-key": {"recipients": ["allUsers", "dex5550"]}'))
+    (repo / "nix" / "builder-ssh.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI fetch\n")
+    inventory.write_text(inventory.read_text().replace('"buildOn": "p620"', '"buildOn": "p510"'))
+    code, steps, out = validate(repo, "--quick")
+    assert steps["builders"]["problems"] == [
+        "razer (built on p510, which runs no binary cache) do not receive the secret "
+        "builder-ssh-key (secrets/rules.py): they could not fetch over SSH"]
+    rules.write_text(rules.read_text().replace('["allUsers", "dex5550"]', '["allUsers", "razer"]'))
+    code, steps, out = validate(repo, "--quick")
+    assert steps["builders"]["status"] == "passed", out

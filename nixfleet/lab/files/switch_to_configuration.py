@@ -17,7 +17,8 @@ Between stopping and starting units, the part of NixOS's activation script the l
 the host's users and the secrets' groups (NixOS's users and groups), then /etc (NixOS's
 setup-etc: /etc/static points at the generation's etc/, each of its environment.etc files,
 listed in etc.json, is a link /etc/NAME -> /etc/static/NAME, and links of files that the
-generation no longer has are removed), then agenix: each secret
+generation no longer has are removed), then nix.sshServe's keys (see install_ssh_serve), then
+agenix: each secret
 of the generation (agenix.json) is decrypted with the host key into /run/agenix.d/<N>, owner,
 group and mode set, and /run/agenix switched to it atomically. A secret that cannot be
 decrypted fails activation (exit 2, as NixOS's activation script does) and keeps the previous
@@ -40,6 +41,12 @@ ETC = Path("/etc")
 BOOTED = Path("/run/booted-system")
 AGENIX = Path("/run/agenix")
 AGENIX_GENERATIONS = Path("/run/agenix.d")
+# nix.sshServe's keys, as NixOS lists them (environment.etc), and where the lab gives them to root.
+SSH_SERVE_KEYS = ETC / "ssh" / "authorized_keys.d" / "nix-ssh"
+ROOT_AUTHORIZED_KEYS = Path("/root/.ssh/authorized_keys")
+# NixOS's sshd Match block for the user nix-ssh (ForceCommand, no forwarding, no tty) as
+# authorized_keys options.
+SSH_SERVE_OPTIONS = 'restrict,command="nix-store --serve" '
 # agenix's default age.identityPaths: the host's SSH host keys.
 AGE_IDENTITIES = (Path("/etc/ssh/ssh_host_ed25519_key"), Path("/etc/ssh/ssh_host_rsa_key"))
 
@@ -142,6 +149,7 @@ def activation_script(toplevel):
     secrets = generation_secrets(toplevel)
     ok = ensure_users_and_groups(toplevel, secrets)
     ok = install_etc(toplevel) and ok
+    ok = install_ssh_serve() and ok
     ok = install_secrets(secrets) and ok
     return 0 if ok else 2
 
@@ -219,6 +227,28 @@ def install_etc(toplevel):
                     path.unlink()
     except OSError as error:
         log(f"setting up /etc failed: {error}")
+        return False
+    return True
+
+
+def install_ssh_serve():
+    """nix.sshServe: the keys of the generation's /etc/ssh/authorized_keys.d/nix-ssh may run
+    `nix-store --serve` (read-only) and nothing else. NixOS serves them as the user nix-ssh,
+    whose Nix reads the store through nix-daemon; the lab has no daemon, so they are root's
+    keys here, each with NixOS's forced command and restrictions. Root's other keys stay;
+    those of an earlier generation go."""
+    try:
+        keys = SSH_SERVE_KEYS.read_text().splitlines() if SSH_SERVE_KEYS.exists() else []
+        lines = ROOT_AUTHORIZED_KEYS.read_text().splitlines()
+        kept = [line for line in lines if not line.startswith(SSH_SERVE_OPTIONS)]
+        wanted = kept + [SSH_SERVE_OPTIONS + key for key in keys if key.strip()]
+        if wanted != lines:  # never half-written: the deployer logs in with this file
+            new = ROOT_AUTHORIZED_KEYS.with_name("authorized_keys.new")
+            new.write_text("".join(f"{line}\n" for line in wanted))
+            new.chmod(0o600)
+            os.replace(new, ROOT_AUTHORIZED_KEYS)
+    except OSError as error:
+        log(f"setting up nix.sshServe's keys failed: {error}")
         return False
     return True
 
