@@ -59,11 +59,13 @@ class FleetBuild:
 
     def __init__(self, builder: str, ssh: Sequence[str],
                  files: Callable[[], Mapping[str, bytes]], directory: str, flake_ref: str,
-                 substituter: str | None, timeout: int) -> None:
-        """ssh: an OpenSSH command line to the builder as root (nixfleet.ssh.ssh_argv, with
-        sudo where the user is not root); files: gives the flake as it is written on the
-        builder, in flake_dir(directory), when the build runs (made then: the hosts' deploys
-        are planned concurrently, and a build is made once, without waiting for anything);
+                 substituter: str | None, timeout: int,
+                 as_root: Callable[[str], str] = lambda command: command) -> None:
+        """ssh: an OpenSSH command line to the builder (nixfleet.ssh.ssh_argv); as_root: its
+        remote command as root (nixfleet.ssh.root_command); files: gives the flake as it is
+        written on the builder, in flake_dir(directory), when the build runs (made then: the
+        hosts' deploys are planned concurrently, and a build is made once, without waiting for
+        anything);
         flake_ref: how Nix names it there;
         substituter: the Nix store URL the targets fetch from (the builder's binary cache or
         ssh_store_url), None when they have no way to; timeout: seconds the build may take."""
@@ -73,6 +75,7 @@ class FleetBuild:
         self.directory, self.flake_ref = directory, flake_ref
         self.substituter = substituter
         self.timeout = timeout
+        self.as_root = as_root
         self.targets: list[str] = []
         self._results: dict[str, Built] | None = None
         self._lock = Semaphore()
@@ -99,7 +102,7 @@ class FleetBuild:
         started = time.monotonic()
         files = self.files()
         try:
-            done = subprocess.run([*self.ssh, command], capture_output=True,
+            done = subprocess.run([*self.ssh, self.as_root(command)], capture_output=True,
                                   input=delta_tarball(files, files),
                                   timeout=self.timeout + 60)
         except subprocess.TimeoutExpired:

@@ -56,7 +56,7 @@ from nixfleet.operations import nixos
 from nixfleet.outcome import Action, HostOutcome, Result, StepOutcome
 from nixfleet.remote import protocol
 from nixfleet.rollout import Member, Rollout, plan_waves
-from nixfleet.ssh import ssh_argv
+from nixfleet.ssh import root_command, ssh_argv
 from nixfleet.target import Target, current_target
 from nixfleet.verify.expect import binary_cache_url
 from nixfleet.verify.report import HostVerification, Verification
@@ -106,15 +106,13 @@ class DeployRun:
             flake = builds.flake_dir(directory)
             model = next(h for h in hosts if h.name == builder)
             data = inventory.get_host(builder).data
-            ssh = ssh_argv(data)
-            if (data.get("ssh_user") or "root") != "root":
-                ssh.append("sudo -n")  # the signing key is root's
             login = None if is_server(model) else target.builder_login(model, root)
             substituter = (binary_cache_url(builder, root) if is_server(model) else
                            builds.ssh_store_url(*login) if login else None)
             self.builds[builder] = FleetBuild(
-                builder, ssh, lambda: target.flake_files(hosts, root, at=flake), directory,
-                target.flake_ref(flake), substituter, timeout)
+                builder, ssh_argv(data), lambda: target.flake_files(hosts, root, at=flake),
+                directory, target.flake_ref(flake), substituter, timeout,
+                as_root=lambda command: root_command(data, command))  # the key is root's
         return self.builds[builder]
 
     def record(self, host_name: str, step: StepOutcome) -> None:

@@ -29,6 +29,14 @@ def ssh_argv(data: Any) -> list[str]:
     return [*argv, f"{user}@{data.get('ssh_hostname')}"]
 
 
+def root_command(data: Any, command: str) -> str:
+    """`command` run as root on the host: through `sudo -n` (never a password prompt) where the
+    host's SSH user is not root."""
+    if (data.get("ssh_user") or "root") == "root":
+        return command
+    return f"sudo -n sh -c {shlex.quote(command)}"
+
+
 class Answer(NamedTuple):
     ok: bool  # the command exited 0
     stdout: str
@@ -45,8 +53,7 @@ def fresh_ssh(host: Host, command: str, timeout: float = 60) -> Answer | None:
     from pyinfra.api import StringCommand
     from pyinfra.api.exceptions import ConnectError
 
-    if (host.data.get("ssh_user") or "root") != "root":
-        command = f"sudo -n sh -c {shlex.quote(command)}"
+    command = root_command(host.data, command)
     connector = host.connector_cls(host.state, host)
     try:
         connector.connect()

@@ -29,7 +29,7 @@ from nixfleet.facts.parsers.errors import FactParseError
 from nixfleet.facts.parsers.host_status import HostStatusData, parse_status, status_command
 from nixfleet.flake import file_hashes
 from nixfleet.inventory import Fleet, load_inventory_file
-from nixfleet.ssh import ssh_argv
+from nixfleet.ssh import root_command, ssh_argv
 from nixfleet.target import current_target
 
 if TYPE_CHECKING:
@@ -78,9 +78,7 @@ def ask_host(name: str, data: dict[str, Any], timeout: float = SSH_TIMEOUT,
              ) -> HostStatusData | str:
     """The host's answer, or why there is none (one line)."""
     flake_dir = ((data.get("system") or {}).get("paths") or {}).get("flakeDir") or "/etc/nixos"
-    command = status_command(flake_dir)
-    if (data.get("ssh_user") or "root") != "root":
-        command = f"sudo -n sh -c {json.dumps(command)}"
+    command = root_command(data, status_command(flake_dir))
     try:
         result = subprocess.run([*ssh_argv(data), command], capture_output=True, text=True,
                                 timeout=timeout, stdin=subprocess.DEVNULL)

@@ -5,14 +5,13 @@ it unchecked verifies it."""
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from nixfleet.facts.parsers.status import STATE_DIR, VERIFIED
-from nixfleet.ssh import ssh_argv
+from nixfleet.ssh import root_command, ssh_argv
 from nixfleet.verify.report import HostVerification, Verification
 
 UNREACHABLE = "unreachable over SSH: "
@@ -33,9 +32,7 @@ def checked(host: HostVerification) -> bool:
 
 
 def _record(data: dict[str, Any], passed: bool) -> str | None:
-    command = record_command(passed)
-    if (data.get("ssh_user") or "root") != "root":
-        command = f"sudo -n sh -c {shlex.quote(command)}"
+    command = root_command(data, record_command(passed))
     try:
         result = subprocess.run([*ssh_argv(data), command], capture_output=True, text=True,
                                 timeout=30, stdin=subprocess.DEVNULL)
