@@ -74,21 +74,28 @@ class HostStatus:
 # --- reading a host --------------------------------------------------------------------------
 
 
-def ask_host(name: str, data: dict[str, Any], timeout: float = SSH_TIMEOUT,
-             ) -> HostStatusData | str:
-    """The host's answer, or why there is none (one line)."""
+def ask_host(data: dict[str, Any]) -> subprocess.Popen[str]:
+    """Start the host's status command over SSH (at once: answer_of waits for its answer)."""
     flake_dir = ((data.get("system") or {}).get("paths") or {}).get("flakeDir") or "/etc/nixos"
     command = root_command(data, status_command(flake_dir))
+    return subprocess.Popen([*ssh_argv(data), command], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def answer_of(process: subprocess.Popen[str], timeout: float = SSH_TIMEOUT,
+              ) -> HostStatusData | str:
+    """The host's answer, or why there is none (one line)."""
     try:
-        result = subprocess.run([*ssh_argv(data), command], capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
         return f"no answer within {timeout:g} s"
-    if result.returncode == 255:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if process.returncode == 255:
+        lines = [line for line in stderr.splitlines() if line.strip()]
         return f"ssh: {lines[-1] if lines else 'exit 255'}"
     try:
-        return parse_status(result.stdout.splitlines())
+        return parse_status(stdout.splitlines())
     except FactParseError as error:
         return str(error)
 
@@ -311,11 +318,15 @@ def gather(fleet: Fleet, root: Path, limits: list[str]) -> tuple[list[HostStatus
     """Every selected host's status (inventory order) and, when the alerts could not be read,
     why."""
     selected = fleet.select(limits)
+    # The hosts first, every SSH command started from this thread before anything else: what
+    # this repository says is worked out while they answer. (A thread per host starts its
+    # command only when it gets to run beside that work: of 16 lab hosts on a 2-core machine
+    # the last started 0.16-0.36 s after the first, 0.15-0.22 s when started from here.)
+    asking = [ask_host(fleet.host_data[name]) for name in selected]
     target = current_target()
     roots = [root, target.lock_dir(root)]
     with ThreadPoolExecutor(max_workers=max(2, min(33, len(selected) + 1))) as pool:
-        # The hosts first: what this repository says is worked out while they answer.
-        answering = pool.map(lambda name: ask_host(name, fleet.host_data[name]), selected)
+        answering = pool.map(answer_of, asking)
         alerts_future = pool.submit(firing_alerts, fleet, root, selected)
         wanted = file_hashes(target.flake_files(list(fleet.hosts.values()), root))
         answers = list(answering)
