@@ -15,7 +15,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nixfleet import nixcheck
 from nixfleet.flake import nixos_release
-from tests.lab.conftest import HOSTS, ROOT, lab_status, nixfleet, on, wait_until, write_on
+from tests.lab.conftest import (
+    HOSTS,
+    ROOT,
+    lab_status,
+    nixfleet,
+    on,
+    reset_after_the_module,
+    wait_until,
+    write_on,
+)
 
 pytestmark = pytest.mark.usefixtures("lab")
 
@@ -39,11 +48,18 @@ def set_extra_units(host: str, units: dict) -> None:
 
 @pytest.fixture
 def fresh(request):
-    """A host back at first boot after the test (its generations forgotten)."""
+    """A host back at first boot after the test (its generations forgotten): for a test that
+    leaves it broken, or in a state the next test on it cannot start from."""
     hosts: list[str] = []
     yield hosts.append
     if hosts:
         nixfleet("lab", "reset", *hosts)
+
+
+# Hosts that a test leaves working, in a state the later tests here start from as well as from
+# first boot (a generation set to boot next, a build, the profile set back to an older system):
+# back to first boot once, after the module, not after each of those tests (three resets).
+reset_these_hosts_after_the_module = reset_after_the_module("razer", "p620", "dex5550")
 
 
 def test_every_host_runs_generation_one_of_its_own_data():
@@ -108,9 +124,9 @@ def test_test_activates_without_touching_the_profile(fresh):
     assert on(host, "systemctl is-active lab-demo").stdout.strip() == "active"
 
 
-def test_boot_sets_the_profile_without_activating(fresh):
+@pytest.mark.usefixtures("reset_these_hosts_after_the_module")
+def test_boot_sets_the_profile_without_activating():
     host = "razer"
-    fresh(host)
     before, system_before = generation(host), current_system(host)
     set_extra_units(host, {"lab-demo": {"execStart": "/bin/sleep infinity"}})
     on(host, "nixos-rebuild boot")
@@ -119,9 +135,9 @@ def test_boot_sets_the_profile_without_activating(fresh):
     assert on(host, "systemctl is-active lab-demo", check=False).stdout.strip() != "active"
 
 
-def test_dry_activate_and_build_change_nothing(fresh):
+@pytest.mark.usefixtures("reset_these_hosts_after_the_module")
+def test_dry_activate_and_build_change_nothing():
     host = "p620"
-    fresh(host)
     before, system_before = generation(host), current_system(host)
     set_extra_units(host, {"lab-demo": {"execStart": "/bin/sleep infinity"}})
     result = on(host, "nixos-rebuild dry-activate")
@@ -179,10 +195,10 @@ def test_gpu_stand_ins_answer_from_the_inventory():
         assert on("dex5550", f"command -v {tool}", check=False).returncode != 0
 
 
-def test_only_the_profiles_generation_is_current_when_two_hold_the_same_system(fresh):
+@pytest.mark.usefixtures("reset_these_hosts_after_the_module")
+def test_only_the_profiles_generation_is_current_when_two_hold_the_same_system():
     """After a rollback, a later generation can hold the very system of an older one."""
     host = "dex5550"
-    fresh(host)
     first = generation(host)
     # A unit name no earlier generation had, so that this switch makes a new generation.
     set_extra_units(host, {f"lab-demo-{uuid.uuid4().hex[:8]}": {"execStart": "/bin/sleep 1d"}})

@@ -11,12 +11,18 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import HOSTS, ROOT, configuration_with_its_checks, nixfleet, on, wait_until
+from tests.lab.conftest import (
+    HOSTS,
+    ROOT,
+    configuration_with_its_checks,
+    on,
+    reset_after_the_module,
+    wait_until,
+)
 from tests.lab.test_deploys import deploy, deploy_argv, lab_env
 
 pytestmark = pytest.mark.usefixtures("lab")
@@ -103,12 +109,16 @@ def test_a_damaged_record_gives_the_right_drift_list(switched):
         on("razer", "rm -rf /root/flake.nix.saved /etc/nixos.nixfleet-backup-*")
 
 
+# dex5550 back to first boot once the tests that deploy to it are done, not after each: each
+# deploys a change of its own (a unit no other test has) and reads what changed from there.
+reset_dex5550_after_the_module = reset_after_the_module("dex5550")
+
+
 @pytest.fixture
-def repo(tmp_path) -> Iterator[Path]:
-    """A copy of the configuration with its verification suite; dex5550 is reset after."""
-    configuration_with_its_checks(tmp_path)
-    yield tmp_path
-    nixfleet("lab", "reset", "dex5550")
+def repo(tmp_path, reset_dex5550_after_the_module) -> Path:
+    """A copy of the configuration with its verification suite; dex5550 is reset after the
+    module."""
+    return configuration_with_its_checks(tmp_path)
 
 
 def test_a_deployer_killed_after_the_switch_leaves_it_unverified_until_the_next_deploy(repo):
