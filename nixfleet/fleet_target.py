@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nixfleet.flake import fleet_flake_files
 from nixfleet.inventory import Fleet, fleet_connection
 from nixfleet.model import Host
-from nixfleet.secrets.store import SecretStore, open_store
 from nixfleet.target import ConnectionFn, HostEntry, Target
+
+if TYPE_CHECKING:
+    from nixfleet.secrets.store import SecretStore
 
 
 class FleetTarget(Target):
@@ -36,4 +39,7 @@ class FleetTarget(Target):
 
     def secrets_store(self, fleet: Fleet, root: Path,
                       identity_paths: Sequence[Path] = ()) -> SecretStore:
+        # Imported here: a command that only reaches the hosts starts without the secrets'.
+        from nixfleet.secrets.store import open_store
+
         return open_store(root, identity_paths, fleet=fleet)

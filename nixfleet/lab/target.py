@@ -11,6 +11,10 @@ The lab flake (nix/lab) is built as path:FLAKE_DIR with the lab fleet's host dat
 dummy values encrypted to the lab hosts' keys, each host's list from secrets/rules.py). Its
 lock file, nix/lab/flake.lock, pins its one input, labpkgs (the package versions, a stand-in
 for nixpkgs), as nix/flake.lock pins nixpkgs: `nixfleet update` moves it.
+
+The lab's secrets and monitoring modules (age files, YAML, the renderers) are imported by the
+functions that use them, as the fleet target's secret store is: a command that only reaches
+the hosts (`nixfleet status` before it asks them, ping) starts without them.
 """
 
 from __future__ import annotations
@@ -20,28 +24,17 @@ import json
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nixfleet.errors import NixfleetError
 from nixfleet.flake import NIXOS_RELEASE_EXPRESSION, nix_system
 from nixfleet.inventory import Fleet
 from nixfleet.lab.config import BOOT_SCALE, LabPaths, host_address, lab_paths
-from nixfleet.lab.secrets import (
-    BINARY_CACHE_KEY,
-    BUILDER_SSH_KEY,
-    host_key,
-    lab_fleet,
-    lab_public_key,
-    lab_rules,
-    lab_secret_files,
-    lab_store,
-)
 from nixfleet.model import Host
-from nixfleet.monitoring import PORTS_FILE, read_ports, render
-from nixfleet.render import host_data_json
-from nixfleet.secrets.rules import RULES_FILE
-from nixfleet.secrets.store import SecretStore
 from nixfleet.target import ConnectionFn, HostEntry, Target
+
+if TYPE_CHECKING:
+    from nixfleet.secrets.store import SecretStore
 
 LAB_FLAKE_DIR = Path("nix") / "lab"
 LAB_FLAKE_FILES = ("flake.nix", "toplevel.nix", "build-toplevel.py")
@@ -99,6 +92,9 @@ class LabTarget(Target):
                       identity_paths: Sequence[Path] = ()) -> SecretStore:
         """The lab's dummy secrets, decryptable with the lab admin key (identity_paths are the
         user's keys, which the lab's secrets are not encrypted to)."""
+        from nixfleet.lab.secrets import lab_fleet, lab_store
+        from nixfleet.secrets.rules import RULES_FILE
+
         paths = self.paths
         store = lab_store(lab_fleet(fleet.hosts.values(), paths, fleet.groups), root, paths)
         if store is None:
@@ -108,6 +104,8 @@ class LabTarget(Target):
 
     def binary_cache_public_key(self, fleet: Fleet, root: Path) -> str:
         """The public half of the lab's own signing key (the lab flake's binary-cache.pub)."""
+        from nixfleet.lab.secrets import BINARY_CACHE_KEY, lab_fleet, lab_public_key, lab_rules
+
         paths = self.paths
         rules = lab_rules(lab_fleet(fleet.hosts.values(), paths, fleet.groups), root, paths)
         public = lab_public_key(rules, paths, BINARY_CACHE_KEY) if rules else None
@@ -120,6 +118,8 @@ class LabTarget(Target):
         """The lab's nix.sshServe: root with the fetch key's forced command (the lab hosts
         have no nix-daemon, through which NixOS's nix-ssh user reads the store) and the lab
         host key; None while the lab has no builder-ssh-key (`nixfleet lab up` makes it)."""
+        from nixfleet.lab.secrets import BUILDER_SSH_KEY, host_key
+
         key = host_key(self.paths, builder.name)
         if key is None or not (self.paths.state / "secrets" / f"{BUILDER_SSH_KEY}.age").is_file():
             return None
@@ -171,6 +171,9 @@ def lab_flake_files(hosts: Iterable[Host], root: Path, paths: LabPaths,
     """Relative path -> content of the lab flake directory for these hosts (paths: the lab's,
     where its secrets are; at: where it is written, if not the hosts' flakeDir: the lock names
     that place)."""
+    from nixfleet.lab.secrets import lab_secret_files
+    from nixfleet.render import host_data_json
+
     hosts = list(hosts)
     files = {name: (root / LAB_FLAKE_DIR / name).read_bytes() for name in LAB_FLAKE_FILES}
     files.update(lab_lock_files(root / LAB_FLAKE_DIR, at or flake_dir(hosts)))
@@ -255,6 +258,8 @@ def lab_lib_files(root: Path) -> dict[str, bytes]:
     """The real flake's nix/lib files that the lab flake reads, under lib/; and its flake.nix
     with the expression that reads the NixOS release from its nixpkgs input, so a lab host
     reports the release the real hosts run (nixfleet.flake.nixos_release)."""
+    from nixfleet.monitoring import PORTS_FILE
+
     lib = lib_root(root) / PORTS_FILE.parent
     files = {f"lib/{name}": (lib / name).read_bytes() for name in LAB_LIB_FILES}
     files[LAB_FLEET_FLAKE] = (lib.parent / "flake.nix").read_bytes()
@@ -265,6 +270,8 @@ def lab_lib_files(root: Path) -> dict[str, bytes]:
 def lib_root(root: Path) -> Path:
     """root, or this nixfleet checkout for a configuration without nix/lib (the lab tests'
     copies of inventory.py and nix/lab)."""
+    from nixfleet.monitoring import PORTS_FILE
+
     lib = root / PORTS_FILE.parent
     if all((lib / name).is_file() for name in LAB_LIB_FILES):
         return root
@@ -274,6 +281,8 @@ def lib_root(root: Path) -> Path:
 def lab_monitoring_files(hosts: Iterable[Host], root: Path) -> dict[str, bytes]:
     """The monitoring servers' files (nixfleet generate's nix/monitoring/), rendered by the same
     code for the lab's addresses (host i at the lab's i-th address), under monitoring/."""
+    from nixfleet.monitoring import read_ports, render
+
     hosts = list(hosts)
     ports = read_ports(lib_root(root))
     fleet = Fleet(hosts={h.name: h for h in hosts}, groups={}, host_data={})

@@ -16,6 +16,7 @@ import pytest
 
 from nixfleet import nixcheck
 from nixfleet.inventory import Fleet, load_inventory_file
+from nixfleet.lab import secrets as lab_secrets
 from nixfleet.lab import target
 from nixfleet.lab.config import LabPaths
 
@@ -36,7 +37,7 @@ def lab_flake(fleet: Fleet, root: Path, directory: Path,
               monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
     """The lab flake's files for `root`, written to `directory` (its secrets left out: they
     need a lab's host keys, tests/unit/test_lab_secrets.py has them)."""
-    monkeypatch.setattr(target, "lab_secret_files", lambda *args: {})
+    monkeypatch.setattr(lab_secrets, "lab_secret_files", lambda *args: {})
     paths = LabPaths(state=directory / "state", cache=directory / "cache")
     files = target.lab_flake_files(fleet.hosts.values(), root, paths)
     for name, content in files.items():
