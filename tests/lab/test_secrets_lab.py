@@ -93,7 +93,7 @@ def test_the_delivery_check_passes_and_shows_no_value(switched):
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == list(HOSTS)
     assert all(": ok: " in line for line in lines)
-    assert "razer: ok: 11 secrets" in result.stdout
+    assert "razer: ok: 12 secrets" in result.stdout
     hashes, _ = lab_values()
     assert "lab-dummy" not in result.stdout + result.stderr
     assert not any(h in result.stdout for h in hashes.values())
@@ -144,7 +144,7 @@ def test_a_secret_removed_from_a_hosts_rules_disappears_after_the_next_switch(sw
     assert "github-token" in agenix_on("p620")
     check = status_hosts(repo)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "razer: ok: 10 secrets" in check.stdout
+    assert "razer: ok: 11 secrets" in check.stdout
     # Against the repository's own rules, razer now misses it.
     stale = status_hosts(ROOT, "--limit", "razer")
     assert stale.returncode == 1
