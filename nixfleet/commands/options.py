@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nixfleet.errors import NixfleetError
-from nixfleet.inventory import Fleet, load_inventory_file
+
+if TYPE_CHECKING:  # the inventory (pydantic) is imported by the commands that load it
+    from nixfleet.inventory import Fleet
 
 
 class _InventoryIsLongOnly(argparse.Action):
@@ -41,4 +43,6 @@ def inventory_path(args: argparse.Namespace) -> Path:
 
 
 def load_fleet(args: argparse.Namespace) -> Fleet:
+    from nixfleet.inventory import load_inventory_file
+
     return load_inventory_file(inventory_path(args))

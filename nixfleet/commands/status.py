@@ -8,12 +8,19 @@ its running, profile and booted systems, the last deploy (from the host's journa
 the running system was verified, its generation, failed units, boot partition and store room,
 and the alerts firing for it. Exit 0 when every host is up to date, verified and healthy; 1
 otherwise, with one line per problem under the table.
+
+The SSH commands of the last run on this inventory are remembered (the user's cache directory)
+and started before the inventory is even loaded: loading it (pydantic's models) takes longer
+than the hosts take to answer. Each is used only if the inventory, once loaded, asks the very
+same command of the host; any other is ended and the right one started.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +34,10 @@ from nixfleet.commands.options import add_limit_option, inventory_path
 from nixfleet.errors import NixfleetError
 from nixfleet.facts.parsers.errors import FactParseError
 from nixfleet.facts.parsers.host_status import HostStatusData, parse_status, status_command
-from nixfleet.flake import file_hashes
-from nixfleet.inventory import Fleet, load_inventory_file
 from nixfleet.ssh import root_command, ssh_argv
-from nixfleet.target import current_target
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: these import pydantic, which the early start skips
+    from nixfleet.inventory import Fleet
     from nixfleet.monitoring.api import FiringAlert
 
 SSH_TIMEOUT = 30.0  # seconds for a host's whole answer
@@ -74,12 +79,78 @@ class HostStatus:
 # --- reading a host --------------------------------------------------------------------------
 
 
-def ask_host(data: dict[str, Any]) -> subprocess.Popen[str]:
-    """Start the host's status command over SSH (at once: answer_of waits for its answer)."""
+def status_argv(data: dict[str, Any]) -> list[str]:
+    """The host's status command over SSH, from its connection data."""
     flake_dir = ((data.get("system") or {}).get("paths") or {}).get("flakeDir") or "/etc/nixos"
-    command = root_command(data, status_command(flake_dir))
-    return subprocess.Popen([*ssh_argv(data), command], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return [*ssh_argv(data), root_command(data, status_command(flake_dir))]
+
+
+def ask_host(argv: list[str]) -> subprocess.Popen[str]:
+    """Start a host's status command (at once: answer_of waits for its answer)."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+class Asked:
+    """The hosts' status commands of the last run on an inventory, remembered in the user's
+    cache directory and started before the inventory is loaded (see the module's text)."""
+
+    def __init__(self, inventory: Path) -> None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        # One file per inventory and target: a lab instance's hosts are other addresses.
+        key = "\0".join([str(inventory), os.environ.get("NIXFLEET_TARGET", ""),
+                          os.environ.get("NIXFLEET_LAB_INSTANCE", "")])
+        self.path = cache / "nixfleet" / "status" / (
+            hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+        self.started: dict[str, tuple[list[str], subprocess.Popen[str]]] = {}
+
+    def start_remembered(self) -> None:
+        try:
+            remembered = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return  # none yet, or unreadable: every command starts once the inventory is read
+        if not isinstance(remembered, dict):
+            return
+        for name, argv in remembered.items():
+            # Only what status_argv makes: OpenSSH and its arguments.
+            if isinstance(argv, list) and argv[:1] == ["ssh"] and \
+                    all(isinstance(a, str) for a in argv):
+                try:
+                    self.started[name] = (argv, ask_host(argv))
+                except OSError:
+                    continue
+
+    def ask(self, wanted: dict[str, list[str]]) -> list[subprocess.Popen[str]]:
+        """Each host's running command: the one started early where it is the very command
+        wanted, else a new one; the others started early are ended."""
+        asking = []
+        for name, argv in wanted.items():
+            early = self.started.pop(name, None)
+            if early is not None and early[0] == argv:
+                asking.append(early[1])
+            else:
+                asking.append(ask_host(argv))
+                if early is not None:
+                    _end(early[1])
+        for _, process in self.started.values():
+            _end(process)
+        self.started.clear()
+        return asking
+
+    def remember(self, wanted: dict[str, list[str]]) -> None:
+        """For the next run (written whole or not at all; a cache: failing to write is fine)."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            new = self.path.with_suffix(f".{os.getpid()}.new")
+            new.write_text(json.dumps(wanted))
+            new.replace(self.path)
+        except OSError:
+            pass
+
+
+def _end(process: subprocess.Popen[str]) -> None:
+    process.kill()
+    process.communicate()
 
 
 def answer_of(process: subprocess.Popen[str], timeout: float = SSH_TIMEOUT,
@@ -314,27 +385,34 @@ def firing_alerts(fleet: Fleet, root: Path, selected: list[str],
 # --- the command -------------------------------------------------------------------------------
 
 
-def gather(fleet: Fleet, root: Path, limits: list[str]) -> tuple[list[HostStatus], str | None]:
+def gather(fleet: Fleet, root: Path, limits: list[str], asked: Asked | None = None,
+           ) -> tuple[list[HostStatus], str | None]:
     """Every selected host's status (inventory order) and, when the alerts could not be read,
-    why."""
+    why. asked: the commands started before the inventory was loaded, if any."""
+    from nixfleet.flake import file_hashes
+    from nixfleet.target import current_target
+
     selected = fleet.select(limits)
     # The hosts first, every SSH command started from this thread before anything else: what
     # this repository says is worked out while they answer. (A thread per host starts its
     # command only when it gets to run beside that work: of 16 lab hosts on a 2-core machine
     # the last started 0.16-0.36 s after the first, 0.15-0.22 s when started from here.)
-    asking = [ask_host(fleet.host_data[name]) for name in selected]
+    wanted = {name: status_argv(fleet.host_data[name]) for name in selected}
+    asking = (asked or Asked(root / "inventory.py")).ask(wanted)
+    if asked is not None:
+        asked.remember(wanted)
     target = current_target()
     roots = [root, target.lock_dir(root)]
     with ThreadPoolExecutor(max_workers=max(2, min(33, len(selected) + 1))) as pool:
         answering = pool.map(answer_of, asking)
         alerts_future = pool.submit(firing_alerts, fleet, root, selected)
-        wanted = file_hashes(target.flake_files(list(fleet.hosts.values()), root))
+        files = file_hashes(target.flake_files(list(fleet.hosts.values()), root))
         answers = list(answering)
         try:
             alerts = alerts_future.result()
         except (NixfleetError, OSError, KeyError) as error:
             alerts = f"monitoring unreachable: {error}"
-    rows = [judge(name, answer, wanted, roots,
+    rows = [judge(name, answer, files, roots,
                   int(fleet.hosts[name].boot.espGuard * MIB * target.boot_scale))
             for name, answer in zip(selected, answers, strict=True)]
     note = alerts if isinstance(alerts, str) else None
@@ -420,7 +498,14 @@ def as_json(rows: list[HostStatus], note: str | None) -> dict[str, Any]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     path = inventory_path(args)
-    rows, note = gather(load_inventory_file(path), path.parent, args.limit)
+    asked = Asked(path)
+    asked.start_remembered()
+    try:
+        from nixfleet.inventory import load_inventory_file
+
+        rows, note = gather(load_inventory_file(path), path.parent, args.limit, asked)
+    finally:
+        asked.ask({})  # ends what was started early and not used (a bad inventory, say)
     if args.json:
         print(json.dumps(as_json(rows, note), indent=2))
     else:

@@ -3,13 +3,14 @@ last deploy's journal, the verification record), how a host's answer is judged, 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from nixfleet.commands.status import judge
+from nixfleet.commands.status import Asked, judge
 from nixfleet.facts.errors import FactParseError
 from nixfleet.facts.parsers.status import (
     parse_journals,
@@ -170,3 +171,67 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nixfleet: error: ") and message in lines[0]
     assert result.stdout == ""
+
+
+# --- the commands started before the inventory is loaded -------------------------------------
+
+
+@pytest.fixture
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`ssh` on PATH that logs its arguments (one line per start) and answers after a while."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "started"
+    (bin_dir / "ssh").write_text(f'#!/bin/sh\necho "$*" >> {log}\nsleep 0.3\necho answer\n')
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return log
+
+
+def started(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_the_last_runs_commands_start_early_and_only_the_very_same_one_is_used(fake_ssh,
+                                                                                tmp_path):
+    inventory = tmp_path / "inventory.py"
+    first = Asked(inventory)
+    first.start_remembered()  # nothing remembered yet
+    wanted = {"razer": ["ssh", "razer", "status"], "p510": ["ssh", "p510", "status"]}
+    for process in first.ask(wanted):
+        assert process.communicate()[0] == "answer\n"
+    first.remember(wanted)
+
+    second = Asked(inventory)
+    second.start_remembered()  # both started before the inventory is read
+    now = {"razer": ["ssh", "razer", "status"], "p510": ["ssh", "p510", "other"]}
+    asking = second.ask(now)
+    # razer's early command is used; p510's is not the one wanted: ended, the right one started.
+    assert [p.args for p in asking] == [now["razer"], now["p510"]]
+    assert [p.communicate()[0] for p in asking] == ["answer\n", "answer\n"]
+    assert second.started == {}
+    # razer's command started once per run; p510's right one once. (p510's early one may be
+    # ended before it logs anything.)
+    log = started(fake_ssh)
+    assert (log.count("razer status"), log.count("p510 other")) == (2, 1), log
+
+
+def test_what_was_started_early_and_not_wanted_is_ended(fake_ssh, tmp_path):
+    inventory = tmp_path / "inventory.py"
+    Asked(inventory).remember({"razer": ["ssh", "razer", "status"]})
+    asked = Asked(inventory)
+    asked.start_remembered()
+    (_, process), = asked.started.values()
+    asked.ask({})  # say, the inventory did not load, or --limit left razer out
+    assert process.returncode is not None and asked.started == {}
+
+
+@pytest.mark.parametrize("text", ['{"razer": ["sh", "-c", "touch /tmp/x"]}', "not json",
+                                  '["ssh"]', '{"razer": "ssh razer"}'])
+def test_a_damaged_or_foreign_remembered_file_starts_nothing(fake_ssh, tmp_path, text):
+    asked = Asked(tmp_path / "inventory.py")
+    asked.path.parent.mkdir(parents=True)
+    asked.path.write_text(text)
+    asked.start_remembered()
+    assert asked.started == {} and started(fake_ssh) == []
