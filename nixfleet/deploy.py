@@ -525,7 +525,7 @@ def deploy(action: Action | str) -> None:
                           generation_after=state.generation if plan.noop else None)
     if "--dry" in sys.argv and not plan.noop and plan.send and action.builds:
         preview.reason = dry_preview(action, host.name, files, target.flake_ref(flake_dir),
-                                     state, target.nix_config(), len(plan.changed),
+                                     state, target.local_nix(project_root()), len(plan.changed),
                                      preview.reason)
     problems = [] if plan.noop else preflight.check(
         action, state.boot, Boot.model_validate(host.data.get("boot") or {}), state.generation,
@@ -558,7 +558,7 @@ def deploy(action: Action | str) -> None:
         build_on=settings["buildOn"],
         fleet_build=fleet_build,
         build_fallback=settings["buildFallback"] == "target",
-        nix_config=target.nix_config(),
+        nix_config=target.local_nix(project_root()) if settings["buildOn"] == "local" else "",
         known=state,
         _success_exit_codes=[0, protocol.EXIT_LOCKED],  # locked out: fail_locked_out says so
         turn=run.turn if canary else None,

@@ -51,7 +51,7 @@ def _toplevel(files: Mapping[str, bytes], flake_ref: str, host_name: str, cache:
 def build(files: Mapping[str, bytes], flake_ref: str, host_name: str, nix_config: str,
           cache: Path) -> tuple[str | None, str]:
     """Build the host's toplevel here: (store path, "") or (None, the error's last line).
-    nix_config: the target's extra NIX_CONFIG lines (Target.nix_config())."""
+    nix_config: the target's extra NIX_CONFIG lines (Target.local_nix())."""
     attr = _toplevel(files, flake_ref, host_name, cache)
     result = subprocess.run([*NIX, "build", attr, "--no-link", "--json"], capture_output=True,
                             text=True, env=_env(nix_config))

@@ -63,8 +63,9 @@ class Target(ABC):
         from (`nixfleet update` moves that lock)."""
         return root / "nix"
 
-    def nix_config(self) -> str:
-        """Extra NIX_CONFIG lines for the deployer's own Nix (local builds)."""
+    def local_nix(self, root: Path) -> str:
+        """Ready the deployer's own Nix to evaluate or build the hosts' systems (--dry,
+        buildOn local) and give its extra NIX_CONFIG lines."""
         return ""
 
     @abstractmethod

@@ -76,7 +76,6 @@ class LabTarget(Target):
 
     def flake_files(self, hosts: Iterable[Host], root: Path,
                     at: str | None = None) -> dict[str, bytes]:
-        keep_inputs_in_store(root / LAB_FLAKE_DIR)
         return lab_flake_files(hosts, root, self.paths, at)
 
     def lock_dir(self, root: Path) -> Path:
@@ -85,7 +84,9 @@ class LabTarget(Target):
     def flake_ref(self, flake_dir: str) -> str:
         return f"path:{flake_dir}"
 
-    def nix_config(self) -> str:
+    def local_nix(self, root: Path) -> str:
+        # Only where the deployer's Nix is used: nixfleet status, say, needs the files only.
+        keep_inputs_in_store(root / LAB_FLAKE_DIR)
         return LAB_NIX_CONFIG
 
     def secrets_store(self, fleet: Fleet, root: Path,

@@ -37,7 +37,7 @@ def test_what_differs_between_the_fleet_and_the_lab(tmp_path):
     assert isinstance(fleet, Target) and isinstance(lab, Target)
     assert fleet.flake_ref("/etc/nixos") == "path:/etc/nixos?dir=nix"
     assert lab.flake_ref("/etc/nixos") == "path:/etc/nixos"
-    assert fleet.nix_config() == "" and lab.nix_config() == LAB_NIX_CONFIG
+    assert fleet.local_nix(tmp_path) == "" and lab.local_nix(tmp_path) == LAB_NIX_CONFIG
     entries = [("a", {"x": 1}), ("b", {"x": 2})]
     assert fleet.host_entries(entries) == (entries, {})
     assert fleet.connection(entries) is fleet_connection
