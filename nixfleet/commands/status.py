@@ -159,8 +159,7 @@ def answer_of(process: subprocess.Popen[str], timeout: float = SSH_TIMEOUT,
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
+        _end(process)
         return f"no answer within {timeout:g} s"
     if process.returncode == 255:
         lines = [line for line in stderr.splitlines() if line.strip()]
@@ -385,10 +384,10 @@ def firing_alerts(fleet: Fleet, root: Path, selected: list[str],
 # --- the command -------------------------------------------------------------------------------
 
 
-def gather(fleet: Fleet, root: Path, limits: list[str], asked: Asked | None = None,
+def gather(fleet: Fleet, root: Path, limits: list[str], asked: Asked,
            ) -> tuple[list[HostStatus], str | None]:
     """Every selected host's status (inventory order) and, when the alerts could not be read,
-    why. asked: the commands started before the inventory was loaded, if any."""
+    why. asked: the commands started before the inventory was loaded."""
     from nixfleet.flake import file_hashes
     from nixfleet.target import current_target
 
@@ -398,9 +397,8 @@ def gather(fleet: Fleet, root: Path, limits: list[str], asked: Asked | None = No
     # command only when it gets to run beside that work: of 16 lab hosts on a 2-core machine
     # the last started 0.16-0.36 s after the first, 0.15-0.22 s when started from here.)
     wanted = {name: status_argv(fleet.host_data[name]) for name in selected}
-    asking = (asked or Asked(root / "inventory.py")).ask(wanted)
-    if asked is not None:
-        asked.remember(wanted)
+    asking = asked.ask(wanted)
+    asked.remember(wanted)
     target = current_target()
     roots = [root, target.lock_dir(root)]
     with ThreadPoolExecutor(max_workers=max(2, min(33, len(selected) + 1))) as pool:
